@@ -8,12 +8,21 @@ from .errors import (
     SpecError,
     VerificationError,
 )
+from .api import get_num_threads, load, save, set_num_threads
+from .engine import Engine
 from .spec import CellOptions, DirectionSpec, ModelSpec
+from .state import State
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CellOptions",
+    "Engine",
+    "State",
+    "get_num_threads",
+    "load",
+    "save",
+    "set_num_threads",
     "ConversionError",
     "DirectionSpec",
     "FastLSTMError",

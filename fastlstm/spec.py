@@ -5,12 +5,12 @@ For one direction of one layer, with H hidden units, Hout = proj_size or H, and 
 
     gates = W @ x + R @ h + b                     # W (4H, I), R (4H, Hout), b (4H,) = pre-summed biases
     i = f(gates_i + p_i * c)    f_ = f(gates_f + p_f * c)    g = g(gates_g)
-    c' = f_ * c + i * g          (input_forget: i = 1 - f_)
+    c' = f_ * c + i * g          (input_forget: f_ = 1 - i)
     o = f(gates_o + p_o * c')
     h' = o * h(c')               (projection: h' = P_hr @ (o * h(c')), P_hr (Hout, H))
 
-f, g, h are the three activations (ONNX's names); clip, when set, clamps every activation's input
-to [-clip, clip] (peephole terms included). Converters reorder and sum once; kernels never see a
+f, g, h are the three activations (ONNX's names); clip, when set, clamps the inputs of f and g
+to [-clip, clip] (peephole terms included), not the input of h: ONNX Runtime's semantics. Converters reorder and sum once; kernels never see a
 source format.
 """
 
@@ -128,6 +128,8 @@ class DirectionSpec:
 
     W: (4H, I)   R: (4H, Hout)   b: (4H,)   peephole: (3, H) rows p_i, p_f, p_o, or None
     proj: (Hout, H) or None (PyTorch's weight_hr)
+    reverse: runs from the last valid step to the first. Direction 1 of a bidirectional layer is
+    always reverse; a one-direction layer may be reverse too (ONNX direction="reverse").
     """
 
     W: np.ndarray
@@ -136,6 +138,7 @@ class DirectionSpec:
     peephole: np.ndarray | None = None
     proj: np.ndarray | None = None
     options: CellOptions = field(default_factory=CellOptions)
+    reverse: bool = False
 
 
 @dataclass
@@ -194,6 +197,8 @@ class ModelSpec:
                     ds.proj = _checked(ds.proj, (Hout, H), f"{where} proj")
                 elif ds.proj is not None:
                     raise SpecError(f"{where}: projection matrix given but proj_size is 0")
+                if self.num_directions == 2 and bool(ds.reverse) != bool(d):
+                    raise SpecError(f"{where}: a bidirectional layer runs direction 0 forward and 1 reverse")
                 if not isinstance(ds.options, CellOptions):
                     raise SpecError(f"{where}: options must be CellOptions, got {type(ds.options).__name__}")
         return self

@@ -1,0 +1,151 @@
+"""The `fastlstm` command: convert, info, demo, bench.
+
+User errors (FastLSTMError, missing files, bad arguments) print one line on stderr and exit 1
+(argparse usage errors exit 2); --debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import FastLSTMError
+
+EXIT_USER_ERROR = 1
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastlstm", description="Fast CPU LSTM inference.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser("convert", help="convert an ONNX or PyTorch LSTM into a .fastlstm file")
+    convert.add_argument("src", help="model.onnx, weights.pt/.pth or weights.safetensors")
+    convert.add_argument("-o", "--output", required=True, metavar="DST", help="the .fastlstm file to write")
+    convert.add_argument("--node", help="ONNX: name of the LSTM node (default: the only one / the chain)")
+    convert.add_argument("--prefix", help="PyTorch: state_dict prefix of the LSTM (default: the only one)")
+    convert.add_argument("--verify", action="store_true",
+                         help="run the source runtime on random input, store the error, fail above tolerance")
+
+    info = commands.add_parser("info", help="describe a .fastlstm file")
+    info.add_argument("file")
+    info.add_argument("--json", action="store_true", help="print the metadata as JSON")
+
+    commands.add_parser("demo", help="build, convert, verify and time a built-in model (no files needed)")
+
+    bench = commands.add_parser("bench", help="benchmark fastlstm against ONNX Runtime and PyTorch")
+    bench.add_argument("--quick", action="store_true", help="a small sweep (< 3 minutes)")
+    bench.add_argument("--out", default="bench-out", help="directory for report.md, results.json, plots")
+    bench.add_argument("--sizes", type=_int_list, help="hidden sizes, comma separated (e.g. 64,256)")
+    bench.add_argument("--threads", type=_int_list, help="thread counts, comma separated (e.g. 1,2)")
+    bench.add_argument("--batch", type=_int_list, help="batch sizes for batched run (e.g. 16,64)")
+    return parser
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (FastLSTMError, OSError) as exc:
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"fastlstm {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("fastlstm: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.command == "convert":
+        from .cli_convert import convert_file
+
+        report = convert_file(args.src, args.output, node=args.node, prefix=args.prefix, verify=args.verify)
+        print(f"wrote {args.output}: {report['summary']}")
+        if "verify" in report:
+            v = report["verify"]
+            print(f"verify against {v['runtime']}: max abs error {v['max_abs_error']:.3g}, "
+                  f"max rel error {v['max_rel_error']:.3g} (tolerance {v['tolerance']:.0e}) ok")
+        return 0
+    if args.command == "info":
+        from . import format as packed
+
+        spec = packed.read_spec(args.file)
+        print(json.dumps(describe(spec), indent=2) if args.json else format_info(spec, args.file))
+        return 0
+    if args.command == "demo":
+        from .cli_demo import run_demo
+
+        return run_demo()
+    if args.command == "bench":
+        from .benchmarking.cli import run_bench
+
+        return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads, batch=args.batch)
+    raise AssertionError(args.command)
+
+
+def describe(spec) -> dict:
+    """What `info` reports, as plain data."""
+    return {
+        "input_size": spec.input_size,
+        "hidden_size": spec.hidden_size,
+        "proj_size": spec.proj_size,
+        "output_size": spec.output_size,
+        "num_layers": spec.num_layers,
+        "num_directions": spec.num_directions,
+        "cells": [
+            [
+                {"reverse": ds.reverse, "peephole": ds.peephole is not None, **ds.options.to_json()}
+                for ds in layer
+            ]
+            for layer in spec.layers
+        ],
+        "parameters": int(sum(a.size for layer in spec.layers for ds in layer
+                              for a in (ds.W, ds.R, ds.b, ds.peephole, ds.proj) if a is not None)),
+        "source": spec.source,
+        "verify": spec.verify,
+    }
+
+
+def format_info(spec, path: str) -> str:
+    d = describe(spec)
+    lines = [
+        f"{path} ({os.path.getsize(path):,} bytes)",
+        f"  layers      {d['num_layers']} x {'bidirectional' if d['num_directions'] == 2 else 'one direction'}",
+        f"  sizes       input {d['input_size']}, hidden {d['hidden_size']}, "
+        f"projection {d['proj_size'] or 'none'}, output {d['output_size'] * d['num_directions']}",
+        f"  parameters  {d['parameters']:,}",
+    ]
+    for l, layer in enumerate(d["cells"]):
+        for k, cell in enumerate(layer):
+            extras = [name for name, on in (("reverse", cell["reverse"]), ("peephole", cell["peephole"]),
+                                            ("input_forget", cell["input_forget"])) if on]
+            if cell["clip"] is not None:
+                extras.append(f"clip={cell['clip']:g}")
+            lines.append(f"  cell {l}.{k}    {'/'.join(cell['activations'])} {' '.join(extras)}".rstrip())
+    source = ", ".join(f"{k}={v}" for k, v in sorted(d["source"].items())) or "unknown"
+    lines.append(f"  source      {source}")
+    if d["verify"]:
+        v = d["verify"]
+        lines.append(f"  verified    against {v.get('runtime')}: max abs error {v.get('max_abs_error'):.3g}, "
+                     f"max rel error {v.get('max_rel_error'):.3g}")
+    else:
+        lines.append("  verified    no (convert with --verify)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The packed model file: a safetensors-compatible container, versioned, no pickle, mmap-able.
+
+Layout (little endian):  u64 header_len | header_len bytes of JSON | tensor bytes
+The JSON maps tensor names to {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]} (offsets
+relative to the first tensor byte, contiguous, no holes) and holds "__metadata__": {"fastlstm": JSON}
+with the format version, sizes, per layer/direction cell options, source and verify results.
+Any safetensors reader can open the file; ours validates every field before touching tensor bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from .errors import FormatError, SpecError
+from .spec import CellOptions, DirectionSpec, ModelSpec
+
+FORMAT_NAME = "fastlstm"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 16 << 20  # a header this large is not one we wrote: refuse before reading it
+MAX_DIM = 1 << 20  # hidden/input sizes beyond this are refused before any allocation
+_ALIGN = 64  # header is space-padded so tensor data starts on a cache line
+
+
+def _tensor_names(spec_like: dict, l: int, d: int) -> dict[str, tuple[int, ...]]:
+    """Expected tensor name -> shape for one direction, derived from the metadata alone."""
+    H, Hout = spec_like["hidden_size"], spec_like["proj_size"] or spec_like["hidden_size"]
+    I = spec_like["input_size"] if l == 0 else spec_like["num_directions"] * Hout
+    prefix = f"layers.{l}.{d}."
+    names = {prefix + "W": (4 * H, I), prefix + "R": (4 * H, Hout), prefix + "b": (4 * H,)}
+    if spec_like["cells"][l][d]["peephole"]:
+        names[prefix + "peephole"] = (3, H)
+    if spec_like["proj_size"]:
+        names[prefix + "proj"] = (Hout, H)
+    return names
+
+
+def save(spec: ModelSpec, path: str | os.PathLike) -> None:
+    """Write `spec` to `path` atomically (a temporary file renamed into place)."""
+    spec.validate()
+    cells = [
+        [
+            {"options": ds.options.to_json(), "peephole": ds.peephole is not None, "reverse": bool(ds.reverse)}
+            for ds in layer
+        ]
+        for layer in spec.layers
+    ]
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "input_size": int(spec.input_size),
+        "hidden_size": int(spec.hidden_size),
+        "num_layers": int(spec.num_layers),
+        "num_directions": int(spec.num_directions),
+        "proj_size": int(spec.proj_size),
+        "cells": cells,
+        "source": spec.source,
+        "verify": spec.verify,
+    }
+    arrays: list[tuple[str, np.ndarray]] = []
+    for l, layer in enumerate(spec.layers):
+        for d, ds in enumerate(layer):
+            prefix = f"layers.{l}.{d}."
+            arrays += [(prefix + "W", ds.W), (prefix + "R", ds.R), (prefix + "b", ds.b)]
+            if ds.peephole is not None:
+                arrays.append((prefix + "peephole", ds.peephole))
+            if ds.proj is not None:
+                arrays.append((prefix + "proj", ds.proj))
+    header: dict = {"__metadata__": {FORMAT_NAME: json.dumps(meta, sort_keys=True)}}
+    offset = 0
+    for name, array in arrays:
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-(8 + len(header_bytes)) % _ALIGN)
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastlstm-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(struct.pack("<Q", len(header_bytes)))
+            out.write(header_bytes)
+            for _, array in arrays:
+                out.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_spec(path: str | os.PathLike) -> ModelSpec:
+    """Open a packed file (memory-mapped, read-only) and return its validated spec.
+
+    Every header field is checked against the file size and the metadata before any tensor is
+    viewed, so a file that lies gets a FormatError, never an out-of-bounds read or a huge allocation.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise FormatError(f"{path}: {size} bytes is too short for a fastlstm file (need a header)")
+            buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_spec(buffer, where=path)
+
+
+def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
+    """Parse a packed model from any bytes-like buffer (bytes, mmap). Arrays are views into it."""
+    data = memoryview(buffer)
+    size = len(data)
+    if size < 8:
+        raise FormatError(f"{where}: {size} bytes is too short for a fastlstm file")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+        raise FormatError(f"{where}: header claims {header_len} bytes but the file has {size - 8} after its length")
+    try:
+        header = json.loads(bytes(data[8 : 8 + header_len]))
+        meta = json.loads(header["__metadata__"][FORMAT_NAME])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise FormatError(f"{where}: not a fastlstm file (no readable fastlstm header)") from None
+    if not isinstance(header, dict) or not isinstance(meta, dict):
+        raise FormatError(f"{where}: malformed header")
+    spec_like = _check_meta(meta, where)
+    data_start, data_len = 8 + header_len, size - 8 - header_len
+
+    expected: dict[str, tuple[int, ...]] = {}
+    for l in range(spec_like["num_layers"]):
+        for d in range(spec_like["num_directions"]):
+            expected.update(_tensor_names(spec_like, l, d))
+    found = {k for k in header if k != "__metadata__"}
+    if found != set(expected):
+        missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
+        raise FormatError(f"{where}: tensors do not match the metadata (missing {missing}, unexpected {extra})")
+
+    spans = []
+    arrays: dict[str, np.ndarray] = {}
+    for name, shape in expected.items():
+        entry = header[name]
+        if not isinstance(entry, dict) or entry.get("dtype") != "F32":
+            dtype = entry.get("dtype") if isinstance(entry, dict) else entry
+            raise FormatError(f"{where}: tensor {name} has dtype {dtype!r}, expected 'F32'")
+        if entry.get("shape") != list(shape):
+            raise FormatError(f"{where}: tensor {name} has shape {entry.get('shape')}, metadata implies {list(shape)}")
+        offsets = entry.get("data_offsets")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in offsets)
+        ):
+            raise FormatError(f"{where}: tensor {name} has malformed data_offsets {offsets!r}")
+        begin, end = offsets
+        nbytes = 4 * int(np.prod(shape))
+        if not 0 <= begin <= end <= data_len or end - begin != nbytes:
+            raise FormatError(
+                f"{where}: tensor {name} spans bytes [{begin}, {end}) but needs {nbytes} bytes "
+                f"inside the {data_len} data bytes present"
+            )
+        spans.append((begin, end, name))
+        raw = data[data_start + begin : data_start + end]
+        arrays[name] = np.frombuffer(raw, dtype="<f4").reshape(shape)
+    spans.sort()
+    for (b0, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise FormatError(f"{where}: tensors {n0} and {n1} overlap")
+
+    layers = []
+    for l in range(spec_like["num_layers"]):
+        layer = []
+        for d in range(spec_like["num_directions"]):
+            prefix, cell = f"layers.{l}.{d}.", spec_like["cells"][l][d]
+            layer.append(
+                DirectionSpec(
+                    W=arrays[prefix + "W"],
+                    R=arrays[prefix + "R"],
+                    b=arrays[prefix + "b"],
+                    peephole=arrays.get(prefix + "peephole"),
+                    proj=arrays.get(prefix + "proj"),
+                    options=cell["options_obj"],
+                    reverse=cell["reverse"],
+                )
+            )
+        layers.append(layer)
+    spec = ModelSpec(
+        input_size=spec_like["input_size"],
+        hidden_size=spec_like["hidden_size"],
+        num_layers=spec_like["num_layers"],
+        num_directions=spec_like["num_directions"],
+        proj_size=spec_like["proj_size"],
+        layers=layers,
+        source=meta.get("source") if isinstance(meta.get("source"), dict) else {},
+        verify=meta.get("verify") if isinstance(meta.get("verify"), dict) else {},
+    )
+    try:
+        return spec.validate()
+    except SpecError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+
+
+def _check_meta(meta: dict, where: str) -> dict:
+    """Validate the metadata's sizes and cell list; return it with CellOptions objects attached."""
+    if meta.get("format") != FORMAT_NAME:
+        raise FormatError(f"{where}: not a fastlstm file (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"{where}: format version {version!r} is not supported (this fastlstm reads {FORMAT_VERSION})")
+    limits = {"input_size": (1, MAX_DIM), "hidden_size": (1, MAX_DIM), "num_layers": (1, 1024),
+              "num_directions": (1, 2), "proj_size": (0, MAX_DIM)}
+    for key, (lo, hi) in limits.items():
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise FormatError(f"{where}: metadata {key}={value!r} is not an integer in [{lo}, {hi}]")
+    if meta["proj_size"] >= meta["hidden_size"] and meta["proj_size"]:
+        raise FormatError(f"{where}: proj_size {meta['proj_size']} must be smaller than hidden_size {meta['hidden_size']}")
+    cells = meta.get("cells")
+    if not isinstance(cells, list) or len(cells) != meta["num_layers"] or not all(
+        isinstance(layer, list) and len(layer) == meta["num_directions"] for layer in cells
+    ):
+        raise FormatError(f"{where}: metadata 'cells' must be num_layers x num_directions entries")
+    for layer in cells:
+        for cell in layer:
+            if not isinstance(cell, dict):
+                raise FormatError(f"{where}: malformed cell entry {cell!r}")
+            try:
+                cell["options_obj"] = CellOptions.from_json(cell.get("options") or {})
+            except SpecError as exc:
+                raise FormatError(f"{where}: {exc}") from None
+            cell["peephole"], cell["reverse"] = bool(cell.get("peephole")), bool(cell.get("reverse"))
+    return meta

@@ -1,0 +1,1 @@
+"""@njit kernels only: activations, weight packing, the fused cell and the sequence drivers."""
