@@ -1,0 +1,18 @@
+"""Converters: ONNX and PyTorch LSTMs -> fastlstm.spec.ModelSpec (and back, for testing and benchmarks).
+
+onnx is a core dependency, so the ONNX side is imported eagerly; the torch side imports torch lazily
+inside its functions.
+"""
+
+from .onnx_export import to_onnx
+from .onnx_import import from_onnx
+from .verify import verify
+
+__all__ = ["from_onnx", "to_onnx", "verify"]
+
+try:  # written separately; keep the package importable while it is absent
+    from .torch_import import from_torch, to_torch
+except ImportError:  # pragma: no cover
+    pass
+else:
+    __all__ += ["from_torch", "to_torch"]

@@ -1,5 +1,7 @@
 """fastlstm: Numba-accelerated CPU LSTM inference."""
 
+from .api import get_num_threads, load, save, set_num_threads
+from .engine import Engine
 from .errors import (
     ConversionError,
     FastLSTMError,
@@ -8,10 +10,9 @@ from .errors import (
     SpecError,
     VerificationError,
 )
-from .api import get_num_threads, load, save, set_num_threads
-from .engine import Engine
 from .spec import CellOptions, DirectionSpec, ModelSpec
 from .state import State
+from .streams import StreamPool
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "CellOptions",
     "Engine",
     "State",
+    "StreamPool",
     "get_num_threads",
     "load",
     "save",

@@ -10,8 +10,8 @@ For one direction of one layer, with H hidden units, Hout = proj_size or H, and 
     h' = o * h(c')               (projection: h' = P_hr @ (o * h(c')), P_hr (Hout, H))
 
 f, g, h are the three activations (ONNX's names); clip, when set, clamps the inputs of f and g
-to [-clip, clip] (peephole terms included), not the input of h: ONNX Runtime's semantics. Converters reorder and sum once; kernels never see a
-source format.
+to [-clip, clip] (peephole terms included), not the input of h: ONNX Runtime's semantics.
+Converters reorder and sum once; kernels never see a source format.
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ import numpy as np
 from .errors import SpecError
 
 # ONNX activation name -> (default alpha, default beta); None = the function takes no such parameter.
-# Defaults follow the ONNX operator spec and ONNX Runtime's rnn_helpers.
+# Defaults are what ONNX Runtime (the oracle for ONNX semantics) uses when activation_alpha/beta run
+# out, measured with onnxruntime 1.31: Affine, ThresholdedRelu and ScaledTanh default to 0, unlike
+# the standalone ONNX operators of those names.
 ACTIVATIONS: dict[str, tuple[float | None, float | None]] = {
     "Sigmoid": (None, None),
     "Tanh": (None, None),
     "Relu": (None, None),
-    "Affine": (1.0, 0.0),
+    "Affine": (0.0, 0.0),
     "LeakyRelu": (0.01, None),
-    "ThresholdedRelu": (1.0, None),
-    "ScaledTanh": (1.0, 1.0),
+    "ThresholdedRelu": (0.0, None),
+    "ScaledTanh": (0.0, 0.0),
     "HardSigmoid": (0.2, 0.5),
     "Elu": (1.0, None),
     "Softsign": (None, None),

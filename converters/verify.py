@@ -1,0 +1,169 @@
+"""`convert --verify`: run the *source* runtime on random input and measure our error against it.
+
+ONNX sources run in ONNX Runtime on a model cut from the original graph: the chain's LSTM nodes and
+the shape ops between them, kept verbatim, with each weight input folded to a constant from the
+original graph (so the weights ONNX Runtime sees never pass through our gate reordering).
+PyTorch sources run in `torch.nn.LSTM` after `load_state_dict(strict=True)` of the file's own tensors.
+Both use a zero initial state, like the converted spec.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fastlstm.errors import ConversionError, VerificationError
+
+from . import onnx_import, torch_import
+
+VERIFY_STEPS, VERIFY_BATCH, VERIFY_SEED = 16, 2, 1234
+_WEIGHT_SLOTS = (1, 2, 3, 7)  # W, R, B, P inputs of an ONNX LSTM node
+
+
+def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
+    """Compare `engine` (built from `spec`) with the source runtime; return what was measured.
+
+    Raises VerificationError when the relative error exceeds `tolerance`, ConversionError when the
+    source runtime is not installed or cannot run the source."""
+    rng = np.random.default_rng(VERIFY_SEED)
+    x = rng.standard_normal((VERIFY_STEPS, VERIFY_BATCH, spec.input_size)).astype(np.float32)
+    fmt = spec.source.get("format")
+    if fmt == "onnx":
+        runtime, expected = _onnx_runtime_output(source, spec, x)
+    elif fmt == "torch":
+        runtime, expected = _torch_output(source, spec, x)
+    else:
+        raise ConversionError(f"cannot verify a spec whose source format is {fmt!r}")
+    ours, _ = engine.run(x)
+    max_abs = float(np.max(np.abs(ours.astype(np.float64) - expected)))
+    scale = max(float(np.max(np.abs(expected))), 1.0)
+    measured = {
+        "runtime": runtime,
+        "max_abs_error": max_abs,
+        "max_rel_error": max_abs / scale,
+        "tolerance": tolerance,
+        "input_shape": list(x.shape),
+        "seed": VERIFY_SEED,
+    }
+    if not max_abs / scale <= tolerance:  # also catches NaN
+        raise VerificationError(
+            f"verification against {runtime} failed: max relative error {max_abs / scale:.3g} "
+            f"exceeds the tolerance {tolerance:.0e} (max abs error {max_abs:.3g})"
+        )
+    return measured
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+
+
+def _onnx_runtime_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConversionError("--verify of an ONNX model needs onnxruntime (pip install onnxruntime)") from None
+    model = onnx_import._load(source)
+    cut, layout = _cut_chain(model, spec)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(cut.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = x if layout == 0 else np.ascontiguousarray(x.transpose(1, 0, 2))
+        (y,) = session.run(["Y"], {"X": feed})
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ConversionError(f"ONNX Runtime could not run the LSTM chain: {str(exc).splitlines()[0]}") from None
+    if layout == 1:  # (B, T, D, H) -> (T, D, B, H)
+        y = y.transpose(1, 2, 0, 3)
+    T, D, B, H = y.shape
+    return f"onnxruntime {ort.__version__}", y.transpose(0, 2, 1, 3).reshape(T, B, D * H).astype(np.float64)
+
+
+def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
+    """A standalone model X -> Y of the spec's LSTM chain, weights folded from the original graph."""
+    index = onnx_import._ModelIndex(model)
+    names = spec.source.get("node") or []
+    names = [names] if isinstance(names, str) else list(names)
+    records = {rec.name: rec for rec in index.lstms}
+    if not names or any(n not in records for n in names):
+        raise ConversionError(f"cannot find the converted LSTM node(s) {names} in the source model")
+    chain = [records[n] for n in names]
+    nodes, initializers = [], []
+    for k, rec in enumerate(chain):
+        if k > 0:  # the shape-only ops that turn the previous Y into this X, constants folded
+            _, between = onnx_import._data_predecessor(rec)
+            for op in between:
+                inputs = list(op.input)
+                for slot, name in enumerate(inputs[1:], start=1):
+                    if name:
+                        value = index.fold(rec.scope, {name: f"input {slot} of {op.op_type}"})[name]
+                        inputs[slot] = _add_constant(initializers, f"v{len(initializers)}", value)
+                nodes.append(helper.make_node(op.op_type, inputs, list(op.output), name=op.name,
+                                              domain=op.domain, **_node_attributes(op)))
+        inputs = list(rec.node.input) + [""] * (8 - len(rec.node.input))
+        inputs[0] = "X" if k == 0 else inputs[0]
+        for slot in _WEIGHT_SLOTS:
+            if inputs[slot]:
+                value = index.fold(rec.scope, {inputs[slot]: f"{rec.name} input {slot}"})[inputs[slot]]
+                inputs[slot] = _add_constant(initializers, f"v{len(initializers)}", value.astype(np.float32))
+        inputs[4] = inputs[5] = inputs[6] = ""  # sequence_lens, initial_h, initial_c: zero state
+        while inputs and inputs[-1] == "":
+            inputs.pop()
+        outputs = list(rec.node.output) + [""] * (3 - len(rec.node.output))
+        outputs[0] = "Y" if k == len(chain) - 1 else (outputs[0] or f"chain{k}.Y")
+        nodes.append(helper.make_node("LSTM", inputs, outputs[:1], name=rec.name, **_node_attributes(rec.node)))
+    layout = int(spec.source.get("layout", 0) or 0)
+    x_shape = ["T", "B", spec.input_size] if layout == 0 else ["B", "T", spec.input_size]
+    graph = helper.make_graph(
+        nodes, "verify",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=initializers,
+    )
+    cut = helper.make_model(graph, opset_imports=[helper.make_opsetid("", index.opset or 14)])
+    cut.ir_version = min(model.ir_version or 8, 8)
+    return cut, layout
+
+
+def _add_constant(initializers: list, name: str, value: np.ndarray) -> str:
+    initializers.append(numpy_helper.from_array(np.asarray(value), name))
+    return name
+
+
+def _node_attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+# ----------------------------------------------------------------------------------------- torch
+
+
+def _torch_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
+    torch = torch_import._import_torch("--verify of a PyTorch model")
+    tensors = _source_tensors(source, spec)
+    has_bias = any(kind.startswith("bias") for kind in tensors)
+    lstm = torch.nn.LSTM(spec.input_size, spec.hidden_size, num_layers=spec.num_layers, bias=has_bias,
+                         bidirectional=spec.num_directions == 2, proj_size=spec.proj_size)
+    state = {name: torch.as_tensor(np.asarray(value, dtype=np.float32)) if not isinstance(value, torch.Tensor)
+             else value.detach().float() for name, value in tensors.items()}
+    try:
+        lstm.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConversionError(f"torch.nn.LSTM refused the source tensors: {str(exc).splitlines()[0]}") from None
+    with torch.inference_mode():
+        y, _ = lstm.eval()(torch.from_numpy(x))
+    return f"torch {torch.__version__}", y.double().numpy()
+
+
+def _source_tensors(source, spec) -> dict:
+    """The source's own LSTM tensors under nn.LSTM's names (prefix removed)."""
+    if isinstance(source, dict):
+        state = source
+    else:
+        from pathlib import Path
+
+        state = torch_import._read_file(Path(source), {})
+    state, _ = torch_import._unwrap_checkpoint(state)
+    prefix = spec.source.get("prefix") or ""
+    group = torch_import._group_lstm_tensors(state).get(prefix)
+    if not group:
+        raise ConversionError(f"cannot find the converted LSTM (prefix {prefix!r}) in the source")
+    return {f"{kind}_l{layer}{'_reverse' if d else ''}": value for (kind, layer, d), value in group.items()}
