@@ -160,7 +160,7 @@ def _source_tensors(source, spec) -> dict:
     else:
         from pathlib import Path
 
-        state = torch_import._read_file(Path(source), {})
+        state = torch_import._read_file(Path(source))
     state, _ = torch_import._unwrap_checkpoint(state)
     prefix = spec.source.get("prefix") or ""
     group = torch_import._group_lstm_tensors(state).get(prefix)
