@@ -24,6 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from fastlstm.errors import ConversionError, SpecError
+from fastlstm.format import MAX_DIM
 from fastlstm.spec import ACTIVATIONS, CellOptions, DirectionSpec, ModelSpec, canonical_activation
 
 # ONNX gate blocks are (i, o, f, c); canonical is (i, f, g, o): take ONNX blocks in this order.
@@ -34,6 +35,14 @@ _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 _LSTM_INPUTS = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
 # Ops allowed between chained LSTM nodes: they only move data (checked exactly on an index tensor).
 _SHAPE_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
+_A = onnx.AttributeProto
+_ATTR_TYPES = {  # (op, attribute) -> the type the ONNX operator declares, for every attribute read here
+    ("LSTM", "hidden_size"): _A.INT, ("LSTM", "layout"): _A.INT, ("LSTM", "input_forget"): _A.INT,
+    ("LSTM", "clip"): _A.FLOAT, ("LSTM", "direction"): _A.STRING, ("LSTM", "activations"): _A.STRINGS,
+    ("LSTM", "activation_alpha"): _A.FLOATS, ("LSTM", "activation_beta"): _A.FLOATS,
+    ("Transpose", "perm"): _A.INTS,
+}
+MAX_DENSE_ELEMENTS = 1 << 28  # a sparse initializer is densified only up to 1 GiB of float32
 
 
 def from_onnx(source, node=None) -> ModelSpec:
@@ -47,7 +56,7 @@ def from_onnx(source, node=None) -> ModelSpec:
     model = _load(source)
     index = _ModelIndex(model)
     if not index.lstms:
-        ops = sorted(index.op_types)
+        ops = sorted({_text(op) for op in index.op_types})  # a corrupt name may come back as bytes
         raise ConversionError(
             f"no LSTM node in the model: expected an ONNX 'LSTM' operator (cells decomposed into "
             f"MatMul/Gemm/Sigmoid/Tanh are not recognised); found ops: {', '.join(ops) if ops else 'none'}"
@@ -171,7 +180,7 @@ class _ModelIndex:
                 if out:
                     scope.producers[out] = (node, pos)
             if node.op_type == "LSTM" and node.domain in ("", "ai.onnx"):
-                name = node.name or f"LSTM_{self._unnamed}"
+                name = _text(node.name) or f"LSTM_{self._unnamed}"  # bytes if not UTF-8
                 if not node.name:
                     self._unnamed += 1
                 self.lstms.append(_LstmRecord(name, node, scope))
@@ -206,18 +215,18 @@ class _ModelIndex:
         if not missing:
             return out
         ordered = [n for _, _, n in sorted(nodes.values(), key=lambda item: item[:2])]
-        graph = onnx.helper.make_graph(
-            ordered,
-            "fold",
-            [onnx.helper.make_value_info(n, onnx.TypeProto()) for n in feeds],
-            [onnx.helper.make_value_info(n, onnx.TypeProto()) for n in missing if n not in feeds],
-            initializer=list(inits.values()),
-        )
-        fold_model = onnx.helper.make_model(
-            graph, opset_imports=list(self.model.opset_import), functions=list(self.model.functions)
-        )
-        fold_model.ir_version = self.model.ir_version or onnx.IR_VERSION
-        try:
+        try:  # building the graph fails too for a corrupt file (e.g. names that are not UTF-8)
+            graph = onnx.helper.make_graph(
+                ordered,
+                "fold",
+                [onnx.helper.make_value_info(n, onnx.TypeProto()) for n in feeds],
+                [onnx.helper.make_value_info(n, onnx.TypeProto()) for n in missing if n not in feeds],
+                initializer=list(inits.values()),
+            )
+            fold_model = onnx.helper.make_model(
+                graph, opset_imports=list(self.model.opset_import), functions=list(self.model.functions)
+            )
+            fold_model.ir_version = self.model.ir_version or onnx.IR_VERSION
             from onnx.reference import ReferenceEvaluator
 
             values = ReferenceEvaluator(fold_model).run(None, dict(feeds))
@@ -279,15 +288,29 @@ def _implicit_inputs(graph: onnx.GraphProto) -> list[str]:
 
 def _densify(sparse: onnx.SparseTensorProto) -> onnx.TensorProto:
     """A sparse initializer as the dense tensor it stands for (weights are small enough)."""
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
     dims = tuple(sparse.dims)
-    dense = np.zeros(dims, dtype=values.dtype)
-    if indices.ndim == 1:  # linearised indices
-        dense.reshape(-1)[indices] = values
-    else:  # (NNZ, rank) coordinates
-        dense[tuple(indices.T)] = values
-    return numpy_helper.from_array(dense, sparse.values.name)
+    size = 1
+    for n in dims:  # the dims are the file's word: refuse absurd ones before allocating
+        size *= max(n, 0)
+    if any(n < 0 for n in dims) or size > MAX_DENSE_ELEMENTS:
+        raise ConversionError(
+            f"sparse initializer {_text(sparse.values.name)!r}: dims {list(dims)[:8]} are negative or "
+            f"exceed {MAX_DENSE_ELEMENTS} elements (not a plausible LSTM weight)"
+        )
+    try:
+        values = numpy_helper.to_array(sparse.values)
+        indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+        dense = np.zeros(dims, dtype=values.dtype)
+        if indices.ndim == 1:  # linearised indices
+            dense.reshape(-1)[indices] = values
+        else:  # (NNZ, rank) coordinates
+            dense[tuple(indices.T)] = values
+        return numpy_helper.from_array(dense, sparse.values.name)
+    except (ValueError, TypeError, IndexError) as exc:  # wrong element type, indices out of range, ...
+        raise ConversionError(
+            f"sparse initializer {_text(sparse.values.name)!r} is malformed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from None
 
 
 def _tensor_to_array(tensor: onnx.TensorProto, label: str) -> np.ndarray:
@@ -437,11 +460,35 @@ def _link_problem(index: _ModelIndex, prev: _LstmRecord, nxt: _LstmRecord) -> st
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    """Attribute values; the types of the attributes this module reads are checked (a file that lies
+    about them gets a ConversionError, not a TypeError deep inside the import)."""
+    out = {}
+    for a in node.attribute:
+        expected = _ATTR_TYPES.get((node.op_type, a.name))
+        if expected is not None and a.type != expected:
+            raise ConversionError(
+                f"{_text(node.op_type)} node {_text(node.name)!r}: attribute {_text(a.name)!r} must be of "
+                f"type {_attr_type_name(expected)}, found {_attr_type_name(a.type)}"
+            )
+        try:
+            out[a.name] = onnx.helper.get_attribute_value(a)
+        except ValueError as exc:  # reference attributes, unknown attribute types
+            raise ConversionError(
+                f"{_text(node.op_type)} node {_text(node.name)!r}: cannot read attribute {_text(a.name)!r} "
+                f"({str(exc).splitlines()[0][:120]})"
+            ) from None
+    return out
+
+
+def _attr_type_name(code: int) -> str:
+    try:
+        return onnx.AttributeProto.AttributeType.Name(code)
+    except ValueError:
+        return f"unknown type {code}"
 
 
 def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _direction(rec: _LstmRecord) -> str:
@@ -464,8 +511,8 @@ def _layout(rec: _LstmRecord) -> int:
 
 def _declared_hidden(index: _ModelIndex, rec: _LstmRecord) -> int | None:
     hidden = _attrs(rec.node).get("hidden_size")
-    if hidden is not None:
-        return int(hidden)
+    if hidden is not None:  # only plausible sizes: the chain check allocates T*D*B*H values
+        return int(hidden) if 1 <= hidden <= MAX_DIM else None
     try:
         R = index.fold(rec.scope, {rec.node.input[2]: "R"})[rec.node.input[2]]
         return int(R.shape[-1])

@@ -1,7 +1,11 @@
 """The `fastlstm` command: convert, info, demo, bench.
 
-User errors (FastLSTMError, missing files, bad arguments) print one line on stderr and exit 1
-(argparse usage errors exit 2); --debug shows the traceback instead.
+Every failure prints exactly one line on stderr and no traceback (--debug shows the traceback):
+    exit 1  user error: a FastLSTMError (bad model file, failed conversion or verification) or an OSError
+    exit 2  usage error: bad command line arguments
+    exit 3  internal error: any other exception, i.e. a bug in fastlstm (please report it)
+    exit 130  interrupted (Ctrl-C)
+Files are written atomically (temporary file + rename), so a failure never leaves a partial output.
 """
 
 from __future__ import annotations
@@ -14,10 +18,26 @@ import sys
 from .errors import FastLSTMError
 
 EXIT_USER_ERROR = 1
+EXIT_USAGE_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (the full usage is behind --help)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE_ERROR, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text: str) -> str:
+    """First line of a message, with control characters escaped (messages may quote untrusted files)."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in line)
+    return line if len(line) <= 1000 else line[:997] + "..."
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastlstm", description="Fast CPU LSTM inference.")
+    parser = _Parser(prog="fastlstm", description="Fast CPU LSTM inference.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -61,12 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     except (FastLSTMError, OSError) as exc:
         if args.debug:
             raise
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"fastlstm {args.command}: error: {message}", file=sys.stderr)
+        print(f"fastlstm {args.command}: error: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        if args.debug:
+            raise
         print("fastlstm: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not the user's fault: still one line, the traceback is behind --debug
+        if args.debug:
+            raise
+        print(f"fastlstm {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(this is a bug in fastlstm; rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 def _dispatch(args) -> int:
@@ -93,7 +120,8 @@ def _dispatch(args) -> int:
     if args.command == "bench":
         from .benchmarking.cli import run_bench
 
-        return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads, batch=args.batch)
+        return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads,
+                         batch=args.batch)
     raise AssertionError(args.command)
 
 
@@ -124,7 +152,8 @@ def format_info(spec, path: str) -> str:
     d = describe(spec)
     lines = [
         f"{path} ({os.path.getsize(path):,} bytes)",
-        f"  layers      {d['num_layers']} x {'bidirectional' if d['num_directions'] == 2 else 'one direction'}",
+        f"  layers      {d['num_layers']} x "
+        f"{'bidirectional' if d['num_directions'] == 2 else 'one direction'}",
         f"  sizes       input {d['input_size']}, hidden {d['hidden_size']}, "
         f"projection {d['proj_size'] or 'none'}, output {d['output_size'] * d['num_directions']}",
         f"  parameters  {d['parameters']:,}",
@@ -136,15 +165,22 @@ def format_info(spec, path: str) -> str:
             if cell["clip"] is not None:
                 extras.append(f"clip={cell['clip']:g}")
             lines.append(f"  cell {l}.{k}    {'/'.join(cell['activations'])} {' '.join(extras)}".rstrip())
-    source = ", ".join(f"{k}={v}" for k, v in sorted(d["source"].items())) or "unknown"
+    # source and verify are free-form metadata from the file: print them escaped, never trust their types
+    source = ", ".join(f"{_one_line(k)}={_one_line(v)}" for k, v in sorted(d["source"].items())) or "unknown"
     lines.append(f"  source      {source}")
     if d["verify"]:
         v = d["verify"]
-        lines.append(f"  verified    against {v.get('runtime')}: max abs error {v.get('max_abs_error'):.3g}, "
-                     f"max rel error {v.get('max_rel_error'):.3g}")
+        lines.append(f"  verified    against {_one_line(v.get('runtime'))}: max abs error "
+                     f"{_number(v.get('max_abs_error'))}, max rel error {_number(v.get('max_rel_error'))}")
     else:
         lines.append("  verified    no (convert with --verify)")
     return "\n".join(lines)
+
+
+def _number(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.3g}"
+    return f"{_one_line(value)!r}"
 
 
 if __name__ == "__main__":

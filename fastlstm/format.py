@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import stat
 import struct
 import tempfile
 
@@ -45,7 +46,8 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
     spec.validate()
     cells = [
         [
-            {"options": ds.options.to_json(), "peephole": ds.peephole is not None, "reverse": bool(ds.reverse)}
+            {"options": ds.options.to_json(), "peephole": ds.peephole is not None,
+             "reverse": bool(ds.reverse)}
             for ds in layer
         ]
         for layer in spec.layers
@@ -74,7 +76,8 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
     header: dict = {"__metadata__": {FORMAT_NAME: json.dumps(meta, sort_keys=True)}}
     offset = 0
     for name, array in arrays:
-        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        header[name] = {"dtype": "F32", "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-(8 + len(header_bytes)) % _ALIGN)
@@ -103,6 +106,8 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
     """
     path = os.fspath(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block open(), a device never end
+            raise FormatError(f"{path}: not a regular file")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < 8:
@@ -115,17 +120,23 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
 
 def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
     """Parse a packed model from any bytes-like buffer (bytes, mmap). Arrays are views into it."""
-    data = memoryview(buffer)
+    try:
+        data = memoryview(buffer).cast("B")
+    except TypeError:
+        raise FormatError(f"{where}: expected the file's bytes, got {type(buffer).__name__}") from None
     size = len(data)
     if size < 8:
         raise FormatError(f"{where}: {size} bytes is too short for a fastlstm file")
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-        raise FormatError(f"{where}: header claims {header_len} bytes but the file has {size - 8} after its length")
+        raise FormatError(
+            f"{where}: header claims {header_len} bytes but the file has {size - 8} after its length "
+            f"(truncated, or not a fastlstm file)"
+        )
     try:
         header = json.loads(bytes(data[8 : 8 + header_len]))
         meta = json.loads(header["__metadata__"][FORMAT_NAME])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
         raise FormatError(f"{where}: not a fastlstm file (no readable fastlstm header)") from None
     if not isinstance(header, dict) or not isinstance(meta, dict):
         raise FormatError(f"{where}: malformed header")
@@ -139,7 +150,10 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
     found = {k for k in header if k != "__metadata__"}
     if found != set(expected):
         missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
-        raise FormatError(f"{where}: tensors do not match the metadata (missing {missing}, unexpected {extra})")
+        raise FormatError(
+            f"{where}: tensors do not match the metadata "
+            f"(missing {_show(missing)}, unexpected {_show(extra)})"
+        )
 
     spans = []
     arrays: dict[str, np.ndarray] = {}
@@ -147,16 +161,19 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         entry = header[name]
         if not isinstance(entry, dict) or entry.get("dtype") != "F32":
             dtype = entry.get("dtype") if isinstance(entry, dict) else entry
-            raise FormatError(f"{where}: tensor {name} has dtype {dtype!r}, expected 'F32'")
+            raise FormatError(f"{where}: tensor {name} has dtype {_show(dtype)}, expected 'F32'")
         if entry.get("shape") != list(shape):
-            raise FormatError(f"{where}: tensor {name} has shape {entry.get('shape')}, metadata implies {list(shape)}")
+            raise FormatError(
+                f"{where}: tensor {name} has shape {_show(entry.get('shape'))}, "
+                f"metadata implies {list(shape)}"
+            )
         offsets = entry.get("data_offsets")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in offsets)
         ):
-            raise FormatError(f"{where}: tensor {name} has malformed data_offsets {offsets!r}")
+            raise FormatError(f"{where}: tensor {name} has malformed data_offsets {_show(offsets)}")
         begin, end = offsets
         nbytes = 4 * int(np.prod(shape))
         if not 0 <= begin <= end <= data_len or end - begin != nbytes:
@@ -168,7 +185,7 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         raw = data[data_start + begin : data_start + end]
         arrays[name] = np.frombuffer(raw, dtype="<f4").reshape(shape)
     spans.sort()
-    for (b0, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+    for (_, e0, n0), (b1, _, n1) in zip(spans, spans[1:], strict=False):
         if b1 < e0:
             raise FormatError(f"{where}: tensors {n0} and {n1} overlap")
 
@@ -208,18 +225,23 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
 def _check_meta(meta: dict, where: str) -> dict:
     """Validate the metadata's sizes and cell list; return it with CellOptions objects attached."""
     if meta.get("format") != FORMAT_NAME:
-        raise FormatError(f"{where}: not a fastlstm file (format {meta.get('format')!r})")
+        raise FormatError(f"{where}: not a fastlstm file (format {_show(meta.get('format'))})")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise FormatError(f"{where}: format version {version!r} is not supported (this fastlstm reads {FORMAT_VERSION})")
+    if type(version) is not int or version != FORMAT_VERSION:  # 1.0 and true are not version 1
+        raise FormatError(
+            f"{where}: format version {_show(version)} is not supported "
+            f"(this fastlstm reads {FORMAT_VERSION})"
+        )
     limits = {"input_size": (1, MAX_DIM), "hidden_size": (1, MAX_DIM), "num_layers": (1, 1024),
               "num_directions": (1, 2), "proj_size": (0, MAX_DIM)}
     for key, (lo, hi) in limits.items():
         value = meta.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise FormatError(f"{where}: metadata {key}={value!r} is not an integer in [{lo}, {hi}]")
+            raise FormatError(f"{where}: metadata {key}={_show(value)} is not an integer in [{lo}, {hi}]")
     if meta["proj_size"] >= meta["hidden_size"] and meta["proj_size"]:
-        raise FormatError(f"{where}: proj_size {meta['proj_size']} must be smaller than hidden_size {meta['hidden_size']}")
+        raise FormatError(
+            f"{where}: proj_size {meta['proj_size']} must be smaller than hidden_size {meta['hidden_size']}"
+        )
     cells = meta.get("cells")
     if not isinstance(cells, list) or len(cells) != meta["num_layers"] or not all(
         isinstance(layer, list) and len(layer) == meta["num_directions"] for layer in cells
@@ -228,10 +250,19 @@ def _check_meta(meta: dict, where: str) -> dict:
     for layer in cells:
         for cell in layer:
             if not isinstance(cell, dict):
-                raise FormatError(f"{where}: malformed cell entry {cell!r}")
+                raise FormatError(f"{where}: malformed cell entry {_show(cell)}")
             try:
                 cell["options_obj"] = CellOptions.from_json(cell.get("options") or {})
             except SpecError as exc:
-                raise FormatError(f"{where}: {exc}") from None
+                raise FormatError(f"{where}: {_cut(str(exc), 300)}") from None
             cell["peephole"], cell["reverse"] = bool(cell.get("peephole")), bool(cell.get("reverse"))
     return meta
+
+
+def _show(value, limit: int = 80) -> str:
+    """repr of a value read from an untrusted header, cut short (a lying header may hold megabytes)."""
+    return _cut(repr(value), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

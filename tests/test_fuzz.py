@@ -1,0 +1,380 @@
+"""Fuzz the two doors untrusted bytes come through: the packed loader and the ONNX converter.
+
+Every input must give either a valid result (a spec whose Engine runs) or a FastLSTMError subclass;
+any other exception is a bug. Mutations: bit flips, truncation, byte insertion/deletion/overwrite, and
+structured edits of the packed header JSON (shape/offset/dtype lies, huge and negative numbers, wrong
+version, non-dict JSON, lying header length) and of the ONNX protobuf (attribute values and types,
+initializer dims and data types).
+
+The default run takes a few seconds (CI). Long runs: FASTLSTM_FUZZ_EXAMPLES=100000 scales every test
+to that many examples; see docs/errors.md (also `python -m tests.fuzz_long` for atheris).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+from onnx import TensorProto, helper
+from onnx_models import make_lstm_model
+from specs import random_spec
+
+import converters
+import fastlstm
+from fastlstm import ConversionError, FormatError
+from fastlstm.format import parse_spec
+
+_LONG = int(os.environ.get("FASTLSTM_FUZZ_EXAMPLES", "0"))
+
+
+def budget(examples: int):
+    """CI: `examples` (a second or two each test); FASTLSTM_FUZZ_EXAMPLES overrides for long runs."""
+    return settings(max_examples=_LONG or examples, deadline=None, derandomize=not _LONG,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much], database=None)
+
+
+# ------------------------------------------------------------------------------------- seeds
+
+
+def _packed_seed() -> bytes:
+    """A small file exercising every optional tensor: 2 layers, bidirectional, peepholes, projection."""
+    spec = random_spec(3, 4, num_layers=2, num_directions=2, proj_size=2, peephole=True, seed=5)
+    spec.source = {"format": "test"}
+    spec.verify = {"runtime": "test", "max_abs_error": 0.0, "max_rel_error": 0.0}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "seed.fastlstm")
+        fastlstm.save(spec, path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+PACKED = _packed_seed()
+ONNX_SEEDS = [
+    converters.to_onnx(random_spec(3, 4, num_layers=2, seed=1)).SerializeToString(),
+    make_lstm_model(3, 4, direction="bidirectional", peephole=True, clip=3.0,
+                    activations=["HardSigmoid", "Tanh", "Tanh"] * 2, alphas=[0.3], seed=2)[0].SerializeToString(),
+]
+
+
+def _note(label: str) -> None:
+    """Outcome statistics (pytest --hypothesis-show-statistics); a no-op outside hypothesis (atheris)."""
+    try:
+        event(label)
+    except InvalidArgument:
+        pass
+
+
+def check_packed(data: bytes) -> None:
+    """The oracle: a FormatError, or a spec whose engine runs and answers with the right shape."""
+    try:
+        spec = parse_spec(data)
+    except FormatError as exc:
+        _note("FormatError: " + re.sub(r"\d+", "#", str(exc).split(": ", 2)[1][:25]))
+        return
+    _note("valid")
+    eng = fastlstm.Engine(spec)
+    x = np.linspace(-1, 1, 2 * spec.input_size, dtype=np.float32).reshape(2, spec.input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # flipped exponent bits make inf weights: fine
+        y, _ = eng.run(x)
+    assert y.shape == (2, spec.num_directions * spec.output_size)
+
+
+def check_onnx(data: bytes) -> None:
+    try:
+        spec = converters.from_onnx(data)
+    except ConversionError as exc:
+        _note("ConversionError: " + re.sub(r"\d+", "#", str(exc)[:30]))
+        return
+    _note("valid")
+    eng = fastlstm.Engine(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y, _ = eng.run(np.ones((2, spec.input_size), np.float32))
+    assert y.shape == (2, spec.num_directions * spec.output_size)
+
+
+# -------------------------------------------------------------------------------- byte mutations
+
+
+@st.composite
+def mutated_bytes(draw, seed: bytes, hot: int = 0) -> bytes:
+    """1-4 raw mutations; with `hot` (header size) positions favour the header JSON and the tensor data."""
+    data = bytearray(seed)
+
+    def position(extra=0):
+        top = len(data) - 1 + extra
+        if top < 0:
+            return 0
+        region = draw(st.sampled_from(["json", "data", "any"])) if hot else "any"
+        if region == "json":  # the header JSON, not its length
+            return draw(st.integers(min(8, top), min(hot, top)))
+        if region == "data":  # the tensor bytes: every flip there must still load (weights are free)
+            return draw(st.integers(min(hot, top), top))
+        return draw(st.integers(0, top))
+
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite"]))
+        if kind == "flip" and data:
+            i = position()
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "truncate":
+            del data[position(1):]
+        elif kind == "insert":
+            i = position(1)
+            data[i:i] = draw(st.binary(min_size=1, max_size=16))
+        elif kind == "delete" and data:
+            i = position()
+            del data[i:i + draw(st.integers(1, 16))]
+        elif kind == "overwrite" and data:
+            i = position()
+            chunk = draw(st.binary(min_size=1, max_size=8))
+            data[i:i + len(chunk)] = chunk
+    return bytes(data)
+
+
+# ------------------------------------------------------------------------- packed header edits
+
+NASTY_INTS = st.one_of(
+    st.sampled_from([0, -1, 1, 2, 3, 4, 7, 8, 1023, 1024, 10**6, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63,
+                     2**64, -(2**63), 10**30]),
+    st.integers(-(2**70), 2**70),
+)
+NASTY = st.one_of(
+    NASTY_INTS,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=6),
+    st.lists(NASTY_INTS, max_size=4),
+    st.dictionaries(st.text(max_size=4), NASTY_INTS, max_size=2),
+)
+DTYPES = st.sampled_from(["F32", "F16", "BF16", "F64", "I32", "U8", "f32", "F32 ", "", "BOOL"])
+META_KEYS = ["format", "format_version", "input_size", "hidden_size", "num_layers", "num_directions",
+             "proj_size", "cells", "source", "verify"]
+
+
+def _split_packed(data: bytes):
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = json.loads(header["__metadata__"]["fastlstm"])
+    return header, meta, data[8 + n:]
+
+
+@st.composite
+def edited_packed(draw) -> bytes:
+    """The seed with its header JSON edited (1-3 edits), re-serialised; sometimes the length lies too."""
+    header, meta, body = _split_packed(PACKED)
+    tensors = sorted(k for k in header if k != "__metadata__")
+    for _ in range(draw(st.integers(1, 3))):
+        target = draw(st.sampled_from(["meta", "meta_del", "cell", "tensor", "tensor_lie", "tensor_del",
+                                       "tensor_add", "whole_header", "whole_meta", "version"]))
+        if not isinstance(header, dict) or not isinstance(meta, dict):
+            break  # an earlier edit replaced the whole header or metadata: nothing left to edit
+        if target == "meta":
+            meta[draw(st.sampled_from(META_KEYS))] = draw(NASTY)
+        elif target == "meta_del":
+            meta.pop(draw(st.sampled_from(META_KEYS)), None)
+        elif target == "version":
+            meta["format_version"] = draw(st.sampled_from([0, 2, 99, -1, "1", 1.0, None, True]))
+        elif target == "cell" and isinstance(meta.get("cells"), list) and meta["cells"]:
+            layer = meta["cells"][draw(st.integers(0, len(meta["cells"]) - 1))]
+            if isinstance(layer, list) and layer and isinstance(layer[0], dict):
+                cell = layer[draw(st.integers(0, len(layer) - 1))]
+                if not isinstance(cell, dict):
+                    continue
+                key = draw(st.sampled_from(["options", "peephole", "reverse", "activations", "clip",
+                                            "alphas"]))
+                if key in ("options", "peephole", "reverse"):
+                    cell[key] = draw(NASTY)
+                elif isinstance(cell.get("options"), dict):
+                    cell["options"][key] = draw(st.one_of(
+                        NASTY, st.lists(st.sampled_from(["Sigmoid", "Tanh", "Relu", "Nope", "tanh"]),
+                                        max_size=4)))
+        elif target == "tensor":
+            entry = header[draw(st.sampled_from(tensors))]
+            if not isinstance(entry, dict):
+                continue
+            key = draw(st.sampled_from(["dtype", "shape", "data_offsets"]))
+            entry[key] = draw(DTYPES if key == "dtype" else NASTY)
+        elif target == "tensor_lie":  # plausible lies: one dimension or one offset a little off
+            entry = header.get(draw(st.sampled_from(tensors)))
+            key = draw(st.sampled_from(["shape", "data_offsets"]))
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), list) or not entry[key]:
+                continue
+            if not all(isinstance(v, int) for v in entry[key]):
+                continue
+            values = list(entry[key])
+            i = draw(st.integers(0, len(values) - 1))
+            values[i] += draw(st.sampled_from([-64, -4, -1, 1, 4, 64, 10**9]))
+            entry[key] = values
+        elif target == "tensor_del":
+            header.pop(draw(st.sampled_from(tensors)), None)
+        elif target == "tensor_add":
+            header[draw(st.text(min_size=1, max_size=12))] = draw(NASTY)
+        elif target == "whole_header":
+            header = draw(st.one_of(NASTY, st.just([header])))
+        elif target == "whole_meta":
+            meta = draw(NASTY)
+    if isinstance(header, dict) and isinstance(header.get("__metadata__"), dict):
+        header["__metadata__"]["fastlstm"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    length = len(raw)
+    if draw(st.integers(0, 9)) == 0:
+        length = draw(st.sampled_from([0, 1, 7, len(raw) - 1, len(raw) + 1, 2**32, 2**64 - 1]))
+    return struct.pack("<Q", length) + raw + body
+
+
+@budget(300)
+@given(mutated_bytes(PACKED, hot=struct.unpack("<Q", PACKED[:8])[0] + 8))
+def test_fuzz_packed_bytes(data):
+    check_packed(data)
+
+
+@budget(300)
+@given(edited_packed())
+def test_fuzz_packed_header(data):
+    check_packed(data)
+
+
+def test_packed_seed_is_valid():
+    """The fuzz seeds must themselves load, or the fuzzers only ever test the first check."""
+    check_packed(PACKED)
+    assert parse_spec(PACKED).num_layers == 2
+    for seed in ONNX_SEEDS:
+        assert converters.from_onnx(seed).hidden_size == 4
+
+
+# ------------------------------------------------------------------------------------ ONNX edits
+
+_LSTM_ATTRS = ["hidden_size", "layout", "input_forget", "clip", "direction", "activations",
+               "activation_alpha", "activation_beta"]
+_ATTR_VALUES = st.one_of(
+    NASTY_INTS,
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.sampled_from(["forward", "reverse", "bidirectional", "sideways", "", "\udcff"]).map(
+        lambda s: s.encode("utf-8", "surrogateescape")),
+    st.lists(st.sampled_from(["Sigmoid", "Tanh", "Relu", "Elu", "HardSigmoid", "Swish", "tanh"]),
+             min_size=0, max_size=7),
+    st.lists(st.floats(allow_nan=True, width=32), max_size=4),
+    st.lists(st.integers(-5, 2**40), max_size=4),
+)
+
+
+@st.composite
+def edited_onnx(draw) -> bytes:
+    import onnx
+
+    model = onnx.ModelProto()
+    model.ParseFromString(draw(st.sampled_from(ONNX_SEEDS)))
+    graph = model.graph
+    lstms = [n for n in graph.node if n.op_type == "LSTM"]
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["attr", "attr_del", "init_dims", "init_type", "init_data", "op",
+                                     "input", "node_del"]))
+        if kind == "attr":
+            node = draw(st.sampled_from(lstms))
+            name = draw(st.sampled_from(_LSTM_ATTRS))
+            value = draw(_ATTR_VALUES)
+            kept = [a for a in node.attribute if a.name != name]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+            try:
+                node.attribute.append(helper.make_attribute(name, value))
+            except (ValueError, TypeError):  # make_attribute refuses empty lists and the like
+                pass
+        elif kind == "attr_del":
+            node = draw(st.sampled_from(lstms))
+            if node.attribute:
+                del node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
+        elif kind.startswith("init") and graph.initializer:
+            init = graph.initializer[draw(st.integers(0, len(graph.initializer) - 1))]
+            if kind == "init_dims":
+                dims = list(init.dims) or [1]
+                dims[draw(st.integers(0, len(dims) - 1))] = draw(st.sampled_from([0, 1, 2, 3, 10**6, 2**40]))
+                del init.dims[:]
+                init.dims.extend(dims)
+            elif kind == "init_type":
+                init.data_type = draw(st.sampled_from([0, TensorProto.INT64, TensorProto.FLOAT16,
+                                                       TensorProto.DOUBLE, TensorProto.STRING, 99]))
+            elif init.raw_data:
+                init.raw_data = init.raw_data[: draw(st.integers(0, len(init.raw_data)))]
+        elif kind == "op":
+            node = draw(st.sampled_from(list(graph.node)))
+            node.op_type = draw(st.sampled_from(["LSTM", "GRU", "Relu", "Transpose", ""]))
+        elif kind == "input":
+            node = draw(st.sampled_from(list(graph.node)))
+            if node.input:
+                node.input[draw(st.integers(0, len(node.input) - 1))] = draw(
+                    st.sampled_from(["", "X", "missing", node.output[0] if node.output else "Y"]))
+        elif kind == "node_del" and len(graph.node) > 1:
+            del graph.node[draw(st.integers(0, len(graph.node) - 1))]
+    return model.SerializeToString()
+
+
+@budget(150)
+@given(st.sampled_from(range(len(ONNX_SEEDS))).flatmap(lambda i: mutated_bytes(ONNX_SEEDS[i])))
+def test_fuzz_onnx_bytes(data):
+    check_onnx(data)
+
+
+@budget(120)
+@given(edited_onnx())
+def test_fuzz_onnx_structure(data):
+    check_onnx(data)
+
+
+# ------------------------------------------------------------------- absurd sizes fail fast, small
+
+
+@pytest.mark.parametrize("key,value", [
+    ("hidden_size", 10**6), ("hidden_size", 2**20), ("input_size", 2**20), ("num_layers", 1024),
+    ("hidden_size", 10**12), ("hidden_size", -(10**6)),
+])
+def test_absurd_sizes_refused_before_allocating(key, value):
+    """A 5 KiB file claiming a 10^6 hidden size is refused fast and without allocating its weights."""
+    import time
+    import tracemalloc
+
+    header, meta, body = _split_packed(PACKED)
+    meta[key] = value
+    header["__metadata__"]["fastlstm"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    data = struct.pack("<Q", len(raw)) + raw + body
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(FormatError):
+            parse_spec(data)
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 0.5
+    assert peak < 1 << 20, f"parse_spec allocated {peak} bytes for a {len(data)}-byte file"
+
+
+def test_onnx_absurd_hidden_size_fails_fast():
+    """hidden_size=2^40 on small weights: a ConversionError, not a 2^40-element allocation."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.ParseFromString(ONNX_SEEDS[0])
+    for node in model.graph.node:
+        if node.op_type == "LSTM":
+            for a in node.attribute:
+                if a.name == "hidden_size":
+                    a.CopyFrom(helper.make_attribute("hidden_size", 2**40))
+    with pytest.raises(ConversionError):
+        converters.from_onnx(model.SerializeToString())
