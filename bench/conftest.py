@@ -1,0 +1,118 @@
+"""pytest-benchmark suite: fastlstm against ONNX Runtime and PyTorch on the same weights.
+
+    pytest bench --benchmark-only                    # the full sweep (design defaults)
+    pytest bench --benchmark-only --benchmark-json=out.json
+    pytest bench --benchmark-disable                 # smoke test: tiny sizes, each call runs once (CI)
+
+Benchmark groups are keyed by (mode, H, B, T, threads); members are the engines (fastlstm,
+onnxruntime, torch) and the roofline proxy (numpy R @ h over the same weight bytes). A peer that is
+not installed is skipped with the reason. The sweep: --bench-sizes / --bench-threads / --bench-batch
+(or FASTLSTM_BENCH_SIZES / _THREADS / _BATCH, comma separated); --bench-full (FASTLSTM_BENCH_FULL=1)
+runs the full sweep even under --benchmark-disable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from fastlstm.benchmarking.models import BenchModel, make_input, make_spec
+from fastlstm.benchmarking.peers import ENGINES, PROXY, make_peers
+
+FULL = {"sizes": [64, 128, 256, 512, 1024], "threads": [1, 2], "batch": [16, 64], "T": 100}
+SMOKE = {"sizes": [32], "threads": [1], "batch": [4], "T": 10}
+MEMBERS = [*ENGINES, PROXY]
+
+
+@dataclass(frozen=True)
+class Case:
+    mode: str  # "step" | "run" | "batched"
+    H: int
+    B: int
+    T: int
+    threads: int
+
+    @property
+    def group(self) -> str:
+        return f"{self.mode} H={self.H} B={self.B} T={self.T} threads={self.threads}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.mode}-H{self.H}-B{self.B}-T{self.T}-t{self.threads}"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastlstm bench")
+    group.addoption("--bench-sizes", help="hidden sizes, comma separated")
+    group.addoption("--bench-threads", help="thread counts, comma separated")
+    group.addoption("--bench-batch", help="batch sizes of the batched run, comma separated")
+    group.addoption("--bench-full", action="store_true", help="full sweep even with --benchmark-disable")
+
+
+def _ints(text):
+    return [int(v) for v in str(text).split(",") if v.strip()] if text else None
+
+
+def sweep(config) -> dict:
+    """Full sweep when benchmarking, a tiny one when benchmarks are disabled (smoke test)."""
+    full = config.getoption("--bench-full") or os.environ.get("FASTLSTM_BENCH_FULL")
+    disabled = config.getoption("benchmark_disable", default=False)
+    chosen = dict(SMOKE if disabled and not full else FULL)
+    for key in ("sizes", "threads", "batch"):
+        value = _ints(config.getoption(f"--bench-{key}") or os.environ.get(f"FASTLSTM_BENCH_{key.upper()}"))
+        if value:
+            chosen[key] = value
+    return chosen
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    s = sweep(metafunc.config)
+    modes = getattr(metafunc.module, "MODES", ("step",))
+    cases = []
+    for threads in s["threads"]:
+        for H in s["sizes"]:
+            for mode in modes:
+                for B in (s["batch"] if mode == "batched" else [1]):
+                    cases.append(Case(mode, H, B, s["T"], threads))
+    metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+    metafunc.parametrize("engine", MEMBERS)
+
+
+@pytest.fixture(scope="session")
+def bench_models():
+    """One model per hidden size, built once and converted once per engine (cached in BenchModel)."""
+    cache: dict[int, BenchModel] = {}
+
+    def get(H: int) -> BenchModel:
+        if H not in cache:
+            cache[H] = BenchModel(make_spec(H))
+        return cache[H]
+
+    return get
+
+
+@pytest.fixture
+def prepared(case, engine, bench_models, benchmark):
+    """The engine, prepared on the case's model and input; skipped with the reason if unavailable."""
+    peer = make_peers()[engine]
+    reason = peer.status()
+    if reason:
+        pytest.skip(f"{engine}: {reason}")
+    x = make_input(case.T, case.B, case.H)
+    try:
+        peer.prepare(bench_models(case.H), case.threads, x)
+    except ImportError as exc:
+        pytest.skip(f"{engine}: {exc}")
+    with peer.context():  # warm up outside the clock: first calls compile, allocate, fill caches
+        for _ in range(2):
+            peer.step() if case.mode == "step" else peer.run()
+    peer.reset()
+    benchmark.group = case.group
+    benchmark.extra_info.update({"mode": case.mode, "H": case.H, "B": case.B, "T": case.T,
+                                 "threads": case.threads, "engine": engine,
+                                 "steps_per_call": 1 if case.mode == "step" else case.T})
+    return peer

@@ -1,0 +1,105 @@
+"""Streaming at scale (issue 5): batched stepping, thread parallelism, chunks versus run.
+
+Groups (compare the members of one group; per-stream figures are in extra_info):
+    streaming batched-step H=..   step() on a batch-B state, B = 1 and 16  (per_stream_us)
+    streaming threads H=..        N steps on each of 2 streams: serial vs one thread per stream
+    streaming chunk H=.. T=..     step_chunk() vs run() vs T x step() on the same T frames
+Smoke mode (--benchmark-disable) runs one tiny size; the full sizes are below.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm.benchmarking.models import make_input, make_spec
+
+FULL_SIZES, SMOKE_SIZES = [64, 256, 512], [32]
+THREAD_SIZES = [512]
+THREAD_STEPS = 200
+
+
+def _sizes(config, full):
+    return SMOKE_SIZES if config.getoption("benchmark_disable", default=False) else full
+
+
+def pytest_generate_tests(metafunc):  # module-level hook: only this module's tests
+    if "stream_hidden" in metafunc.fixturenames:
+        metafunc.parametrize("stream_hidden", _sizes(metafunc.config, FULL_SIZES))
+    if "thread_hidden" in metafunc.fixturenames:
+        metafunc.parametrize("thread_hidden", _sizes(metafunc.config, THREAD_SIZES))
+
+
+@pytest.fixture(scope="module")
+def engines():
+    cache = {}
+
+    def get(H):
+        if H not in cache:
+            cache[H] = fastlstm.Engine(make_spec(H, input_size=40))
+        return cache[H]
+
+    previous = fastlstm.get_num_threads()
+    fastlstm.set_num_threads(1)  # one core per kernel call: the streams are the parallelism here
+    yield get
+    fastlstm.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("B", [1, 16])
+def test_batched_step(benchmark, engines, stream_hidden, B):
+    eng = engines(stream_hidden)
+    x = make_input(1, B, eng.input_size)[0]
+    st = eng.new_state(B)
+    benchmark.group = f"streaming batched-step H={stream_hidden}"
+    benchmark.extra_info.update({"H": stream_hidden, "B": B, "streams_per_call": B})
+    y = benchmark(eng.step, x, st)
+    assert y.shape == (B, eng.output_size) and np.isfinite(y).all()
+    benchmark.extra_info["per_stream_us"] = benchmark.stats.stats.median * 1e6 / B if benchmark.stats else None
+
+
+def _steps(eng, frames, st):
+    for f in frames:
+        eng.step(f, st)
+
+
+@pytest.mark.parametrize("mode", ["serial", "two_threads"])
+def test_threads(benchmark, engines, thread_hidden, mode):
+    eng = engines(thread_hidden)
+    frames = make_input(THREAD_STEPS, 1, eng.input_size)[:, 0]
+    states = [eng.new_state(), eng.new_state()]
+
+    def serial():
+        for st in states:
+            _steps(eng, frames, st)
+
+    def two_threads():
+        threads = [threading.Thread(target=_steps, args=(eng, frames, st)) for st in states]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
+    benchmark.group = f"streaming threads H={thread_hidden}"
+    benchmark.extra_info.update({"H": thread_hidden, "streams": 2, "steps_per_stream": THREAD_STEPS})
+    benchmark.pedantic(serial if mode == "serial" else two_threads, rounds=5, warmup_rounds=1)
+    assert np.isfinite(states[0].h).all()
+
+
+@pytest.mark.parametrize("T", [10, 100])
+@pytest.mark.parametrize("mode", ["step_chunk", "run", "steps"])
+def test_chunk(benchmark, engines, stream_hidden, T, mode):
+    eng = engines(stream_hidden)
+    x = make_input(T, 1, eng.input_size)[:, 0]
+    st = eng.new_state()
+    calls = {
+        "step_chunk": lambda: eng.step_chunk(x, st),
+        "run": lambda: eng.run(x, st)[0],
+        "steps": lambda: [eng.step(f, st) for f in x],
+    }
+    benchmark.group = f"streaming chunk H={stream_hidden} T={T}"
+    benchmark.extra_info.update({"H": stream_hidden, "T": T, "steps_per_call": T})
+    y = benchmark(calls[mode])
+    assert np.isfinite(np.asarray(y)).all()

@@ -1,0 +1,10 @@
+"""The benchmark behind `fastlstm bench` and the pytest-benchmark suite in bench/.
+
+Modules (each importable without onnxruntime, torch or matplotlib; those are imported lazily):
+    models      one fixed-seed spec per size, converted once for every engine
+    peers       fastlstm / ONNX Runtime / PyTorch / roofline proxy behind one small interface
+    measure     interleaved timing, medians
+    coldstart   fresh-subprocess cold start and peak memory
+    report      table, report.md, results.json, plot
+    cli         run_bench(): the sweep
+"""
