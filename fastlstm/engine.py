@@ -2,41 +2,37 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .errors import InputError
-from .kernels.pack import pack_rows, padded_units
-from .kernels.recurrence import cell_params, recurrence
+from .kernels.pack import BLOCK, pack_model, pack_t, padded_units
+from .kernels.recurrence import (cell_rows, finish, gather_rows, project_blocks, project_parallel, run_parallel, run_serial,
+                                 scratch_size, step_parallel, step_stack)
 from .spec import ModelSpec
 from .state import State, check_state
 
-BLOCK = 16  # hidden units per packed block (4*BLOCK gate rows share the cache while updated)
-
 
 class PackedDirection:
-    """One layer-direction in kernel layout. Shapes (Hp = H padded to whole blocks):
-    W (4Hp, I)  b (4Hp,)  R (4Hp, Hout)  peep (3, H) or (0, H)  proj (Hout, H) or (0, 0)  cell (11,)"""
+    """One layer-direction: its row of the packed model (see kernels/pack.py) plus read-only views of
+    what run() needs outside the kernel."""
 
-    __slots__ = ("W", "b", "R", "peep", "proj", "cell", "reverse", "default_cell")
+    __slots__ = ("row", "meta", "reverse")
 
-    def __init__(self, ds, hidden_size: int):
-        H = hidden_size
-        self.W = pack_rows(ds.W, H, BLOCK)
-        self.b = pack_rows(ds.b, H, BLOCK)
-        self.R = pack_rows(ds.R, H, BLOCK)
-        self.peep = ds.peephole if ds.peephole is not None else np.zeros((0, H), np.float32)
-        self.proj = ds.proj if ds.proj is not None else np.zeros((0, 0), np.float32)
-        self.cell = cell_params(ds.options)
-        self.reverse = bool(ds.reverse)
-        self.default_cell = ds.options.is_default and ds.peephole is None
-        for name in ("W", "b", "R", "peep", "proj"):
-            getattr(self, name).flags.writeable = False
+    def __init__(self, wbuf: np.ndarray, meta: np.ndarray, row: int, input_size: int, reverse: bool):
+        m = meta[row]
+        self.row = row
+        self.meta = m  # (META_COLUMNS,) int64
+        self.reverse = reverse
 
 
 class Engine:
     """A loaded model. Immutable after construction; share one Engine between threads and streams."""
 
     def __init__(self, spec: ModelSpec):
+        if not isinstance(spec, ModelSpec):
+            raise InputError(f"Engine(spec) expects a fastlstm ModelSpec (from converters or format.read_spec), "
+                             f"got {type(spec).__name__}; to open a file use fastlstm.load(path)")
         spec.validate()
         self.spec = spec
         self.num_layers = spec.num_layers
@@ -45,9 +41,25 @@ class Engine:
         self.hidden_size = spec.hidden_size
         self.output_size = spec.output_size
         self.padded_hidden = padded_units(spec.hidden_size, BLOCK)
-        self.layers = [[PackedDirection(ds, spec.hidden_size) for ds in layer] for layer in spec.layers]
+        # The whole model as one flat float32 buffer + an int64 table (a step crosses the numba
+        # dispatcher with few arrays); PackedDirection keeps views of it.
+        self._wbuf, self._meta = pack_model(spec)
+        D = spec.num_directions
+        self.layers = [[PackedDirection(self._wbuf, self._meta, l * D + d, spec.layer_input_size(l),
+                                        bool(ds.reverse)) for d, ds in enumerate(layer)]
+                       for l, layer in enumerate(spec.layers)]
+        self._step_scratch = scratch_size(self._meta)
+        self._step_parallel = spec.hidden_size >= PARALLEL_MIN_HIDDEN
+        self._wrt = [None] * len(self._meta)  # per row: [W | R] as (I+Hout, 4Hp) for batched runs, lazily
         self.streamable = all(not pd.reverse for layer in self.layers for pd in layer)
+        self._x1_shape = (self.input_size,)
+        self._state_shapes_b1 = self._state_shapes(1)  # step()'s common case, without building tuples
         self._default_state = self.new_state(1)
+        # The default stream is the one mutable part of an Engine: a second thread using it while one
+        # already is gets an InputError. The guard is a one-token list used as a non-blocking try-lock:
+        # list.pop()/append() are atomic (GIL; a per-object lock in free-threaded builds) and cost ~25 ns,
+        # a threading.Lock acquire/release ~10x that. States passed explicitly need no guard.
+        self._default_token = [True]
 
     # ---- state -------------------------------------------------------------------------------
     def new_state(self, batch: int = 1) -> State:
@@ -58,7 +70,21 @@ class Engine:
 
     def reset(self) -> None:
         """Zero the engine's default stream (the one step() uses when state=None)."""
-        self._default_state.zero_()
+        self._on_default_stream(_zero_state, None)
+
+    def _on_default_stream(self, method, x):
+        """method(x, default_state) while holding the default stream; InputError if another thread holds
+        it (the default stream is one stream: concurrent use would interleave two inputs)."""
+        token = self._default_token
+        try:
+            token.pop()
+        except IndexError:
+            raise InputError("the engine's default stream is in use by another thread; give each thread "
+                             "its own State (engine.new_state()) and pass it to step()") from None
+        try:
+            return method(x, self._default_state)
+        finally:
+            token.append(True)
 
     @property
     def default_state(self) -> State:
@@ -87,19 +113,63 @@ class Engine:
             final = state.copy()
         layer_input = x3
         Hp4 = 4 * self.padded_hidden
+        threads = _run_threads(self.hidden_size, B)
+        xw = np.empty((T, B, Hp4), dtype=np.float32)  # input projection, reused by every direction
         for l, layer in enumerate(self.layers):
             out = np.empty((T, B, self.num_directions * self.output_size), dtype=np.float32)
             for d, pd in enumerate(layer):
-                xw = (layer_input.reshape(T * B, -1) @ pd.W.T).reshape(T, B, Hp4)
-                xw += pd.b
                 y_dir = out[:, :, d * self.output_size : (d + 1) * self.output_size]
-                recurrence(xw, pd.R, pd.peep, pd.proj, pd.cell, lens, pd.reverse, pd.default_cell,
-                           BLOCK, final.h[l, d], final.c[l, d], y_dir)
+                if B >= BATCH_GEMM_MIN:
+                    self._run_batched(pd, layer_input, lens, final.h[l, d], final.c[l, d], y_dir)
+                    continue
+                self._project(pd, layer_input.reshape(T * B, -1), xw.reshape(T * B, Hp4), threads)
+                if threads > 1:
+                    run_parallel(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir, threads)
+                else:
+                    run_serial(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir)
             layer_input = out
         y = layer_input
         if batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
         return (y[:, 0] if batch_first else y[:, 0]) if squeeze else y, final
+
+    def _project(self, pd, x, xw, threads):
+        """xw (N, 4Hp) = b + x (N, I) @ Wp.T, in step()'s summation order (bit-identical modes)."""
+        if threads > 1:
+            project_parallel(self._wbuf, pd.meta, x, xw, threads)
+        else:
+            project_blocks(self._wbuf, pd.meta, x, xw, 0, self.padded_hidden // BLOCK)
+
+    def _run_batched(self, pd, x, lens, h, c, y):
+        """B >= BATCH_GEMM_MIN: per time step one BLAS GEMM [x_t | h] @ WRt (B x (I+Hout) x 4Hp),
+        then the cells. WRt ((I+Hout), 4Hp) = [W | R] packed columns, built on first use (only batched
+        runs pay its memory). step() with as many rows makes the same calls: bit-identical."""
+        WRt = self._wrt[pd.row]
+        if WRt is None:
+            l, d = divmod(pd.row, self.num_directions)
+            ds = self.spec.layers[l][d]
+            WRt = pack_t(np.concatenate([ds.W, ds.R], axis=1), self.hidden_size)
+            WRt.flags.writeable = False
+            self._wrt[pd.row] = WRt
+        B = h.shape[0]
+        xh = np.zeros((B, WRt.shape[0]), np.float32)
+        gates = np.empty((B, WRt.shape[1]), np.float32)
+        reverse = pd.reverse
+        for step in range(int(lens.max())):
+            gather_rows(x, step, lens, reverse, h, xh)
+            np.matmul(xh, WRt, out=gates)
+            cell_rows(self._wbuf, pd.meta, step, gates, lens, h, c, y)
+        finish(lens, h, c, y)
+
+    def _step_batched(self, x, state):
+        """A step of B >= BATCH_GEMM_MIN rows the way run() computes it (bit-identical)."""
+        B = x.shape[0]
+        ones = np.ones(B, np.int64)
+        y = np.empty((1, B, self.output_size), np.float32)
+        layer_input = x[None]
+        for l, layer in enumerate(self.layers):
+            self._run_batched(layer[0], layer_input, ones, state.h[l, 0], state.c[l, 0], y)
+            layer_input = y.copy()
 
     # ---- step ------------------------------------------------------------------------------------
     def step(self, x_t, state: State | None = None):
@@ -107,36 +177,74 @@ class Engine:
 
         `state` is advanced in place; None uses the engine's default stream (batch 1).
         """
+        if state is None:
+            return self._on_default_stream(self.step, x_t)
+        # Fast path, the streaming case: one float32 frame, a batch-1 state of the right shapes. The
+        # checks cost ~0.3 us; then one kernel call runs every layer (no allocation but the output).
+        # Shapes, dtypes, layout and writability are checked (the kernel indexes unchecked).
+        if (type(x_t) is np.ndarray and x_t.shape == self._x1_shape and x_t.dtype is _F32
+                and self.streamable and _state_fits(state, *self._state_shapes_b1)):
+            h, c = state.h, state.c
+            buf = state._scratch
+            if buf is None or buf.shape[0] < self._step_scratch:
+                buf = state.scratch(self._step_scratch)
+            if self._step_parallel and numba.get_num_threads() > 1:
+                step_parallel(self._wbuf, self._meta, x_t, h, c, buf, numba.get_num_threads())
+            else:
+                step_stack(self._wbuf, self._meta, x_t, h, c, buf)
+            return h[-1, 0, 0].copy()  # a fresh (Hout,) array the caller may keep
         if not self.streamable:
             raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
                              "future); use run() on the whole sequence")
-        if state is None:
-            state = self._default_state
-        x = np.asarray(x_t)
+        try:
+            x = np.asarray(x_t)
+        except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+            raise InputError(f"x_t: expected an array of shape ({self.input_size},) or (B, "
+                             f"{self.input_size}), found {type(x_t).__name__} ({exc})") from None
         squeeze = x.ndim == 1
         if squeeze:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise InputError(f"x_t: expected shape ({self.input_size},) or (B, {self.input_size}), found {x.shape}")
+            raise InputError(f"x_t: expected shape ({self.input_size},) or (B, {self.input_size}), "
+                             f"found {np.shape(x_t)}")
         B = x.shape[0]
-        if not isinstance(state, State) or state.h.shape[2] != B:
-            check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
-        x = _as_float32(x, "x_t")
-        ones = np.ones(B, dtype=np.int64)
-        layer_input = x[None]
-        for l, layer in enumerate(self.layers):
-            pd = layer[0]
-            xw = (layer_input[0] @ pd.W.T + pd.b)[None]
-            y = np.empty((1, B, self.output_size), dtype=np.float32)
-            recurrence(xw, pd.R, pd.peep, pd.proj, pd.cell, ones, False, pd.default_cell,
-                       BLOCK, state.h[l, 0], state.c[l, 0], y)
-            layer_input = y
-        out = layer_input[0]
+        h_shape, c_shape = self._state_shapes_b1 if B == 1 else self._state_shapes(B)
+        if not _state_fits(state, h_shape, c_shape):  # the kernels index h, c by these shapes unchecked
+            check_state(state, h_shape, c_shape, what="state (batch must match x_t)")
+        x = np.ascontiguousarray(_as_float32(x, "x_t"))
+        if B >= BATCH_GEMM_MIN:
+            self._step_batched(x, state)
+        else:  # (B*I,) rows, as step_stack reads them
+            step_stack(self._wbuf, self._meta, x.reshape(-1), state.h, state.c, state.scratch(self._step_scratch))
+        out = state.h[-1, 0].copy()
         return out[0] if squeeze else out
+
+    def step_chunk(self, x, state: State | None = None):
+        """Advance streams by a chunk of T frames in one call: x (T, I) -> y (T, Hout) for a batch-1 state,
+        x (T, B, I) -> y (T, B, Hout) for a batch-B state. `state` is advanced in place (None: the default
+        stream). Same result as T step() calls (to float rounding: the input projection is one GEMM) at
+        the cost of one run() on the chunk. T = 0 is allowed and changes nothing.
+        """
+        if state is None:
+            return self._on_default_stream(self.step_chunk, x)
+        if not self.streamable:
+            raise InputError("step_chunk() needs a model without reverse directions; use run()")
+        x = np.asarray(x)
+        if x.ndim in (2, 3) and x.shape[0] == 0 and x.shape[-1] == self.input_size:
+            check_state(state, *self._state_shapes(1 if x.ndim == 2 else x.shape[1]))
+            return np.zeros((*x.shape[:-1], self.output_size), dtype=np.float32)
+        y, final = self.run(x, state)
+        state.h[...] = final.h
+        state.c[...] = final.c
+        return y
 
     # ---- validation helpers ----------------------------------------------------------------------
     def _check_sequence(self, x, batch_first: bool):
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+            raise InputError(f"x: expected an array of shape (T, {self.input_size}) or (T, B, "
+                             f"{self.input_size}), found {type(x).__name__} ({exc})") from None
         if x.ndim == 2:
             x3, squeeze = x[:, None, :], True
         elif x.ndim == 3:
@@ -153,9 +261,14 @@ class Engine:
     def _check_lens(sequence_lens, T: int, B: int) -> np.ndarray:
         if sequence_lens is None:
             return np.full(B, T, dtype=np.int64)
-        lens = np.asarray(sequence_lens)
+        try:
+            lens = np.asarray(sequence_lens)
+        except (ValueError, TypeError):
+            raise InputError(f"sequence_lens: expected {B} integers (one per batch row), found "
+                             f"{type(sequence_lens).__name__}") from None
         if lens.shape != (B,) or not np.issubdtype(lens.dtype, np.integer):
-            raise InputError(f"sequence_lens: expected {B} integers (one per batch row), found {lens.dtype} {lens.shape}")
+            raise InputError(f"sequence_lens: expected {B} integers (one per batch row), "
+                             f"found {lens.dtype} {lens.shape}")
         if lens.min() < 0 or lens.max() > T:
             raise InputError(f"sequence_lens: every length must be in [0, {T}], found {lens.tolist()}")
         return lens.astype(np.int64)
@@ -163,6 +276,37 @@ class Engine:
     def __repr__(self) -> str:
         return (f"Engine(input={self.input_size}, hidden={self.hidden_size}, output={self.output_size}, "
                 f"layers={self.num_layers}, directions={self.num_directions})")
+
+
+_F32 = np.dtype(np.float32)
+
+
+# run(): the per-step parallel region pays from this hidden size up (measured: 2 threads 0.7x at
+# H=256, 1.2x at 384, 1.6x at 512; docs/performance.md)
+PARALLEL_MIN_HIDDEN = 384
+# run(): from this batch size the recurrent product is a BLAS GEMM per time step (measured)
+BATCH_GEMM_MIN = 8
+
+
+def _run_threads(hidden_size: int, batch: int) -> int:
+    """Threads run() gives the recurrence: 1 below the measured crossover, else all it may use."""
+    if hidden_size < PARALLEL_MIN_HIDDEN:
+        return 1
+    return numba.get_num_threads()
+
+
+def _state_fits(state, h_shape: tuple, c_shape: tuple) -> bool:
+    """Cheap per-step check (dtype by identity, one flags read per array); False sends the caller to
+    check_state, which names what is wrong (and accepts an equal but non-identical dtype)."""
+    if not isinstance(state, State):
+        return False
+    h, c = state.h, state.c
+    return (type(h) is np.ndarray and type(c) is np.ndarray and h.shape == h_shape and c.shape == c_shape
+            and h.dtype is _F32 and c.dtype is _F32 and h.flags.carray and c.flags.carray)
+
+
+def _zero_state(_x, state: State) -> None:
+    state.zero_()
 
 
 def _as_float32(x: np.ndarray, what: str) -> np.ndarray:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import tempfile
+import zlib
+
 import numpy as np
 
-from .errors import InputError
+from .errors import FormatError, InputError
+
+# Snapshot bytes (little endian): a 40-byte header, then h (L*D*B*Hout) and c (L*D*B*H) as raw float32.
+#   magic 8s | version u32 | layers u32 | directions u32 | batch u32 | hidden u32 | output u32 |
+#   crc32 of the payload u32 | reserved u32 (0)
+SNAPSHOT_MAGIC = b"FLSTMST\x00"
+SNAPSHOT_VERSION = 1
+_HEADER = struct.Struct("<8s8I")
+_LE_F32 = np.dtype("<f4")
 
 
 class State:
@@ -13,11 +26,12 @@ class State:
     h: (L, D, B, Hout) float32, writable     c: (L, D, B, H) float32, writable
     """
 
-    __slots__ = ("h", "c")
+    __slots__ = ("h", "c", "_scratch")
 
     def __init__(self, h: np.ndarray, c: np.ndarray):
         self.h = h
         self.c = c
+        self._scratch = None  # kernel scratch, see scratch() below; not part of the state's value
 
     @classmethod
     def zeros(cls, layers: int, directions: int, batch: int, hidden: int, output: int) -> State:
@@ -34,10 +48,145 @@ class State:
         """An independent deep copy (snapshot) of this state."""
         return State(self.h.copy(), self.c.copy())
 
-    def zero_(self) -> None:
-        """Reset every stream to zeros, in place."""
-        self.h.fill(0.0)
-        self.c.fill(0.0)
+    def zero_(self, streams=None) -> None:
+        """Zero every stream, or only `streams` (an index, slice or sequence of indices), in place."""
+        if streams is None:
+            self.h.fill(0.0)
+            self.c.fill(0.0)
+            return
+        rows = self._rows(streams)
+        self.h[:, :, rows] = 0.0
+        self.c[:, :, rows] = 0.0
+
+    # ---- stream management: take streams out, put streams in, grow and shrink the batch ---------------
+    # Streams are rows of axis 2 (B). Methods returning a State return a new, C-contiguous copy; `put` and
+    # `zero_` write in place and leave the other streams untouched.
+    def select(self, streams) -> State:
+        """A new State holding copies of `streams` (index, slice or sequence; repeats allowed), in order."""
+        rows = self._rows(streams, allow_repeats=True)
+        return State(np.ascontiguousarray(self.h[:, :, rows]), np.ascontiguousarray(self.c[:, :, rows]))
+
+    def drop(self, streams) -> State:
+        """A new State without `streams` (the others keep their order). Dropping every stream is an error."""
+        keep = np.setdiff1d(np.arange(self.batch), self._rows(streams, allow_repeats=True))
+        if keep.size == 0:
+            raise InputError("drop: a State needs at least one stream; keep a State of batch 1 or discard it")
+        return self.select(keep)
+
+    def put(self, streams, other: State) -> None:
+        """Overwrite `streams` in place with the streams of `other` (same model; batch len(streams), or 1
+        to write the same stream into every slot)."""
+        rows = self._rows(streams)
+        self._check_same_cell(other, "put")
+        if other.batch not in (rows.size, 1):
+            raise InputError(f"put: {rows.size} target streams but the given State has batch {other.batch}")
+        self.h[:, :, rows] = other.h
+        self.c[:, :, rows] = other.c
+
+    @classmethod
+    def concat(cls, states) -> State:
+        """One State with the streams of `states` one after another (e.g. grow a batch by a new stream)."""
+        states = list(states)
+        if not states:
+            raise InputError("concat: needs at least one State")
+        for st in states:
+            if not isinstance(st, State):
+                raise InputError(f"concat: expected fastlstm States, got {type(st).__name__}")
+            states[0]._check_same_cell(st, "concat")
+        return cls(np.concatenate([st.h for st in states], axis=2),
+                   np.concatenate([st.c for st in states], axis=2))
+
+    def _rows(self, streams, allow_repeats: bool = False) -> np.ndarray:
+        """index / slice / sequence of indices -> int64 rows in [0, B); negatives count from the end."""
+        B = self.batch
+        if isinstance(streams, slice):
+            return np.arange(B)[streams]
+        rows = np.asarray(streams)
+        if rows.ndim > 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)) or rows.dtype == bool:
+            raise InputError(f"streams: expected an index, a slice or a sequence of indices, got {streams!r}")
+        rows = rows.reshape(-1).astype(np.int64)
+        if rows.size and (rows.min() < -B or rows.max() >= B):
+            raise InputError(f"streams: index out of range for a State of batch {B}: {rows.tolist()}")
+        rows = np.where(rows < 0, rows + B, rows)
+        if not allow_repeats and np.unique(rows).size != rows.size:
+            raise InputError(f"streams: repeated index in {rows.tolist()}")
+        return rows
+
+    def _check_same_cell(self, other, what: str) -> None:
+        if not isinstance(other, State):
+            raise InputError(f"{what}: expected a fastlstm State, got {type(other).__name__}")
+        mine = self.h.shape[:2] + self.h.shape[3:] + self.c.shape[3:]
+        theirs = other.h.shape[:2] + other.h.shape[3:] + other.c.shape[3:]
+        if mine != theirs:
+            raise InputError(f"{what}: States of different models (layers, directions, output, hidden) "
+                             f"{mine} vs {theirs}")
+
+    # ---- snapshots: bytes and files, no pickle -------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The state as bytes: a versioned 40-byte header (sizes, CRC-32) and raw little-endian float32."""
+        L, D, B, Hout = self.h.shape
+        payload = self.h.astype(_LE_F32).tobytes() + self.c.astype(_LE_F32).tobytes()
+        header = _HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, L, D, B, self.c.shape[3], Hout,
+                              zlib.crc32(payload), 0)
+        return header + payload
+
+    @classmethod
+    def from_bytes(cls, data) -> State:
+        """Rebuild a State from to_bytes() output. Raises FormatError for anything else (wrong magic or
+        version, sizes that do not match the length, a CRC mismatch). The arrays are fresh and writable."""
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError as exc:
+            raise FormatError(f"state snapshot: expected bytes, got {type(data).__name__}") from exc
+        if len(view) < _HEADER.size:
+            raise FormatError(f"state snapshot: only {len(view)} bytes (the header alone is {_HEADER.size})")
+        magic, version, L, D, B, H, Hout, crc, reserved = _HEADER.unpack_from(view)
+        if magic != SNAPSHOT_MAGIC:
+            raise FormatError("state snapshot: bad magic (not a fastlstm state)")
+        if version != SNAPSHOT_VERSION:
+            raise FormatError(f"state snapshot: version {version} is not supported (this fastlstm reads "
+                              f"version {SNAPSHOT_VERSION})")
+        if min(L, B, H, Hout) < 1 or D not in (1, 2) or reserved != 0:
+            raise FormatError(f"state snapshot: invalid header (layers={L}, directions={D}, batch={B}, "
+                              f"hidden={H}, output={Hout}, reserved={reserved})")
+        n_h, n_c = L * D * B * Hout, L * D * B * H
+        expected = _HEADER.size + 4 * (n_h + n_c)
+        if len(view) != expected:
+            raise FormatError(f"state snapshot: {len(view)} bytes, the header announces {expected}")
+        payload = view[_HEADER.size:]
+        if zlib.crc32(payload) != crc:
+            raise FormatError("state snapshot: CRC-32 mismatch (corrupted or tampered bytes)")
+        values = np.frombuffer(payload, dtype=_LE_F32).astype(np.float32)  # native order, owned copy
+        return cls(values[:n_h].reshape(L, D, B, Hout).copy(), values[n_h:].reshape(L, D, B, H).copy())
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to_bytes() to `path` atomically (a temporary file renamed into place)."""
+        path = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=os.path.dirname(os.path.abspath(path)))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.to_bytes())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> State:
+        """Read a file written by save(). Raises FormatError for bad content, OSError if unreadable."""
+        with open(path, "rb") as f:
+            return cls.from_bytes(f.read())
+
+    # ---- kernel scratch (performance only) -------------------------------------------------------
+    # step() needs a few float32 work buffers per call; they live here so a step allocates nothing.
+    # They hold no state between calls: copies, comparisons and serialisation ignore them.
+    def scratch(self, size: int) -> np.ndarray:
+        """A (>= size,) float32 work buffer owned by this state (created on first use, reused)."""
+        buf = self._scratch
+        if buf is None or buf.shape[0] < size:
+            buf = self._scratch = np.empty(size, np.float32)
+        return buf
 
     def __repr__(self) -> str:
         L, D, B, Hout = self.h.shape

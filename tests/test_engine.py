@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reference import reference_run
-from specs import rel_error, random_spec
+from specs import random_spec, rel_error
 
 import fastlstm
 from fastlstm import CellOptions, InputError

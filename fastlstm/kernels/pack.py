@@ -1,26 +1,114 @@
-"""Weight packing: canonical gate-major rows -> gate-interleaved blocks of hidden units.
+"""Weight packing: a whole model -> one flat float32 buffer + an int64 table of offsets.
 
-Canonical rows are [i(0..H) | f(0..H) | g(0..H) | o(0..H)]. Packed rows put the 4 gates of a block of
-BLOCK units next to each other: packed row  blk*4*BLOCK + gate*BLOCK + u  holds canonical row
-gate*H + blk*BLOCK + u (zero rows pad the last block). One block of packed rows therefore yields
-i, f, g, o for BLOCK units, so the cell update runs while those rows are still in cache.
+Per layer-direction, with BLOCK hidden units per block, Hp = H padded to whole blocks, nblk = Hp/BLOCK
+and G = 4*BLOCK gate rows per block. Inside a block the gate rows are [i(BLOCK) f(BLOCK) g(BLOCK)
+o(BLOCK)]: gate row  j = gate*BLOCK + u  of block blk is canonical row  gate*H + blk*BLOCK + u.
+Packed row  blk*G + j  is the packed gate index (zero weights pad the last block).
+
+    Wp   (4Hp, I)         W, packed rows: block blk is the contiguous slab of rows blk*G .. blk*G+G-1
+    Rp   (4Hp, Hout)      R, packed rows, same blocks; a thread's range of blocks is one contiguous
+                          slice of R (it stays in that core's L2 across time steps)
+    b    (4Hp,)           pre-summed bias, packed columns
+    peep (3, H)           peepholes p_i, p_f, p_o (only when present)
+    proj (Hout, H)        projection (only when present)
+    cellf (CELLF,)        float params of the general cell: alphas (3), betas (3), clip (inf = none)
+
+Everything the kernels need for one layer-direction is one row of `meta` (the M_* columns), so a
+whole stacked model crosses the numba dispatcher as two arrays.
 """
 
 import numpy as np
 
+from .activations import ACTIVATION_CODES
 
-def padded_units(hidden_size: int, block: int) -> int:
+BLOCK = 16  # hidden units per block: G = 64 gate rows = four 512-bit vectors of float32
+
+# meta columns (one row per layer-direction, row l*D + d)
+(M_WP, M_RP, M_B, M_PEEP, M_PROJ, M_CELLF, M_I, M_H, M_HOUT, M_NBLK,
+ M_FCODE, M_GCODE, M_HCODE, M_INPUT_FORGET, M_FAST, M_REVERSE) = range(16)
+META_COLUMNS = 16
+CELLF = 7
+ALIGN = 16  # floats: every array starts on a 64-byte boundary (relative to the buffer start)
+
+
+def padded_units(hidden_size: int, block: int = BLOCK) -> int:
     """Hp: hidden units rounded up to whole blocks."""
     return -(-hidden_size // block) * block
 
 
-def pack_rows(matrix: np.ndarray, hidden_size: int, block: int) -> np.ndarray:
-    """matrix (4H, K) or (4H,) canonical -> (4*Hp, K) or (4*Hp,) packed, C-contiguous float32."""
-    H, Hp = hidden_size, padded_units(hidden_size, block)
-    tail = matrix.shape[1:]
-    source = matrix.reshape(4, H, *tail)  # (gate, unit, K)
-    padded = np.zeros((4, Hp, *tail), dtype=np.float32)
-    padded[:, :H] = source
-    # (gate, blk, u, K) -> (blk, gate, u, K)
-    blocked = padded.reshape(4, Hp // block, block, *tail).swapaxes(0, 1)
-    return np.ascontiguousarray(blocked.reshape(4 * Hp, *tail))
+def packed_index(hidden_size: int, block: int = BLOCK) -> np.ndarray:
+    """(4H,) packed gate index of every canonical row (gate*H + unit)."""
+    H = hidden_size
+    gate, unit = np.divmod(np.arange(4 * H), H)
+    blk, u = np.divmod(unit, block)
+    return blk * 4 * block + gate * block + u
+
+
+def pack_rows(matrix: np.ndarray, H: int) -> np.ndarray:
+    """(4H, K) or (4H,) canonical -> (4Hp, K) or (4Hp,) packed rows (zero rows pad the last block)."""
+    out = np.zeros((4 * padded_units(H), *matrix.shape[1:]), np.float32)
+    out[packed_index(H)] = matrix
+    return out
+
+
+def unpack_rows(packed: np.ndarray, H: int) -> np.ndarray:
+    """Inverse of pack_rows (tests use the round trip)."""
+    return np.ascontiguousarray(packed[packed_index(H)])
+
+
+def pack_t(matrix: np.ndarray, H: int) -> np.ndarray:
+    """(4H, K) canonical -> (K, 4Hp): the BLAS operand of batched runs (h @ Rt, packed columns)."""
+    return np.ascontiguousarray(pack_rows(matrix, H).T)
+
+
+def cell_floats(options) -> np.ndarray:
+    clip = np.inf if options.clip is None else options.clip
+    return np.array([*options.alphas, *options.betas, clip], np.float32)
+
+
+def pack_model(spec):
+    """spec -> (wbuf (N,) float32 read-only, meta (L*D, META_COLUMNS) int64 read-only)."""
+    H, Hout = spec.hidden_size, spec.output_size
+    pieces, rows, size = [], [], 0
+
+    def put(array) -> int:
+        nonlocal size
+        array = np.ascontiguousarray(array, np.float32).ravel()
+        offset = size
+        pad = -array.size % ALIGN
+        pieces.append(array)
+        if pad:
+            pieces.append(np.zeros(pad, np.float32))
+        size += array.size + pad
+        return offset
+
+    for l, layer in enumerate(spec.layers):
+        for ds in layer:
+            row = np.zeros(META_COLUMNS, np.int64)
+            row[M_WP] = put(pack_rows(ds.W, H))
+            row[M_RP] = put(pack_rows(ds.R, H))
+            row[M_B] = put(pack_rows(ds.b, H))
+            row[M_PEEP] = -1 if ds.peephole is None else put(ds.peephole)
+            row[M_PROJ] = -1 if ds.proj is None else put(ds.proj)
+            row[M_CELLF] = put(cell_floats(ds.options))
+            row[M_I], row[M_H], row[M_HOUT] = spec.layer_input_size(l), H, Hout
+            row[M_NBLK] = padded_units(H) // BLOCK
+            row[M_FCODE], row[M_GCODE], row[M_HCODE] = (ACTIVATION_CODES[a] for a in ds.options.activations)
+            row[M_INPUT_FORGET] = int(ds.options.input_forget)
+            row[M_FAST] = int(ds.options.is_default and ds.peephole is None)
+            row[M_REVERSE] = int(bool(ds.reverse))
+            rows.append(row)
+    wbuf = _aligned_empty(size)
+    if pieces:
+        np.concatenate(pieces, out=wbuf)
+    meta = np.stack(rows)
+    wbuf.flags.writeable = False
+    meta.flags.writeable = False
+    return wbuf, meta
+
+
+def _aligned_empty(n: int) -> np.ndarray:
+    """(n,) float32 starting on a 64-byte boundary (so packed slabs start on cache lines)."""
+    raw = np.empty(n + ALIGN, np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    return raw[start : start + n]

@@ -1,0 +1,144 @@
+"""Kernel-level tests: activation error bounds, packing round trip, kernels vs the float64 reference,
+threads 1 vs 2, step == run, batches. (Speed lives in bench/, not here.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+from reference import reference_run
+from specs import random_spec, rel_error
+
+import fastlstm
+from fastlstm.kernels.activations import sigmoid_fast, tanh_fast
+from fastlstm.kernels.pack import BLOCK, pack_model, pack_rows, packed_index, padded_units, unpack_rows
+
+TOL = 2e-5
+TANH_ABS_ERR = 4e-7      # documented bound of tanh_fast (float32), docs/performance.md
+SIGMOID_ABS_ERR = 2.5e-7  # sigmoid_fast = 0.5 + 0.5 tanh_fast(x/2)
+
+
+@njit(cache=False)
+def _apply(xs, which):
+    out = np.empty_like(xs)
+    for i in range(xs.shape[0]):
+        out[i] = tanh_fast(xs[i]) if which == 0 else sigmoid_fast(xs[i])
+    return out
+
+
+def _grid():
+    dense = np.linspace(-20, 20, 2_000_001, dtype=np.float64).astype(np.float32)
+    tiny = np.float32([0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 8.99, 9.0, 9.01, -9.0, 88.0, -88.0, 1e30, -1e30])
+    return np.concatenate([dense, tiny])
+
+
+def test_tanh_fast_error_bound():
+    x = _grid()
+    err = np.abs(_apply(x, 0).astype(np.float64) - np.tanh(x.astype(np.float64)))
+    assert err.max() <= TANH_ABS_ERR, err.max()
+    assert np.all(np.abs(_apply(x, 0)) <= 1.0)
+
+
+def test_sigmoid_fast_error_bound():
+    x = _grid()
+    with np.errstate(over="ignore"):
+        ref = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    got = _apply(x, 1)
+    assert np.abs(got - ref).max() <= SIGMOID_ABS_ERR
+    assert np.all((got >= 0.0) & (got <= 1.0))
+
+
+def test_activations_saturate_and_propagate_nan():
+    x = np.float32([np.inf, -np.inf, np.nan])
+    t, s = _apply(x, 0), _apply(x, 1)
+    assert t[0] == 1.0 and t[1] == -1.0 and np.isnan(t[2])
+    assert s[0] == 1.0 and s[1] == 0.0 and np.isnan(s[2])
+
+
+@pytest.mark.parametrize("H", [1, 5, BLOCK, BLOCK + 3, 64])
+def test_pack_round_trip(H):
+    rng = np.random.default_rng(H)
+    m = rng.normal(size=(4 * H, 7)).astype(np.float32)
+    packed = pack_rows(m, H)
+    assert packed.shape == (4 * padded_units(H), 7)
+    np.testing.assert_array_equal(unpack_rows(packed, H), m)
+    # block blk holds the 4 gates of its units next to each other
+    idx = packed_index(H)
+    assert len(set(idx.tolist())) == 4 * H
+    gate, unit = np.divmod(np.arange(4 * H), H)
+    np.testing.assert_array_equal(idx // (4 * BLOCK), unit // BLOCK)
+    np.testing.assert_array_equal((idx % (4 * BLOCK)) // BLOCK, gate)
+
+
+def test_packed_buffer_is_aligned_and_read_only():
+    spec = random_spec(hidden_size=21, num_layers=2, num_directions=2, seed=3)
+    wbuf, meta = pack_model(spec)
+    assert wbuf.ctypes.data % 64 == 0 and not wbuf.flags.writeable and not meta.flags.writeable
+    assert meta.shape[0] == 4 and np.all(meta[:, :3] % 16 == 0)
+
+
+@pytest.mark.parametrize("H", [1, 3, BLOCK, BLOCK + 1, 37, 64, 130])
+@pytest.mark.parametrize("B", [1, 3, 9])
+def test_kernels_match_reference(H, B):
+    spec = random_spec(hidden_size=H, num_layers=2, seed=H * 10 + B)
+    x = np.random.default_rng(B).normal(size=(11, B, spec.input_size)).astype(np.float32)
+    y, st = fastlstm.Engine(spec).run(x)
+    y_ref, h_ref, c_ref = reference_run(spec, x)
+    assert rel_error(y, y_ref) < TOL
+    assert rel_error(st.h, h_ref) < TOL and rel_error(st.c, c_ref) < TOL
+
+
+@pytest.mark.parametrize("H,B", [(400, 1), (390, 2), (272, 9)])  # above the parallel crossover
+def test_threads_1_and_2_identical(H, B):
+    spec = random_spec(hidden_size=H, input_size=20, seed=7)
+    eng = fastlstm.Engine(spec)
+    x = np.random.default_rng(0).normal(size=(6, B, 20)).astype(np.float32)
+    before = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(1)
+        y1, s1 = eng.run(x)
+        fastlstm.set_num_threads(min(2, __import__("numba").config.NUMBA_NUM_THREADS))
+        y2, s2 = eng.run(x)
+    finally:
+        fastlstm.set_num_threads(before)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(s1.c, s2.c)
+    y_ref, _, _ = reference_run(spec, x)
+    assert rel_error(y1, y_ref) < TOL
+
+
+@pytest.mark.parametrize("H,B,L", [(1, 1, 1), (20, 1, 3), (33, 4, 2), (64, 16, 2), (300, 1, 1), (400, 1, 2)])
+def test_step_over_sequence_equals_run(H, B, L):
+    spec = random_spec(hidden_size=H, num_layers=L, seed=H + B)
+    eng = fastlstm.Engine(spec)
+    x = np.random.default_rng(2).normal(size=(8, B, spec.input_size)).astype(np.float32)
+    y_run, final = eng.run(x)
+    st = eng.new_state(B)
+    ys = np.stack([eng.step(x[t] if B > 1 else x[t, 0], st) for t in range(8)])
+    np.testing.assert_array_equal(ys.reshape(y_run.shape), y_run)
+    np.testing.assert_array_equal(st.h, final.h)
+    np.testing.assert_array_equal(st.c, final.c)
+
+
+def test_step_returns_a_fresh_array_and_allocates_no_state():
+    spec = random_spec(hidden_size=8, seed=1)
+    eng = fastlstm.Engine(spec)
+    st = eng.new_state()
+    x = np.ones(spec.input_size, np.float32)
+    y1 = eng.step(x, st)
+    keep = y1.copy()
+    eng.step(x, st)
+    np.testing.assert_array_equal(y1, keep)  # the caller's array is not internal memory
+    scratch = st._scratch
+    eng.step(x, st)
+    assert st._scratch is scratch  # scratch owned by the state, reused
+
+
+def test_sequence_lens_batched_matches_reference():
+    spec = random_spec(hidden_size=24, num_layers=2, num_directions=2, seed=11)
+    x = np.random.default_rng(3).normal(size=(10, 12, spec.input_size)).astype(np.float32)
+    lens = np.array([10, 0, 3, 7, 1, 10, 9, 2, 5, 10, 4, 6])
+    y, st = fastlstm.Engine(spec).run(x, sequence_lens=lens)
+    y_ref, h_ref, c_ref = reference_run(spec, x, sequence_lens=lens)
+    assert rel_error(y, y_ref) < TOL
+    assert rel_error(st.h, h_ref) < TOL and rel_error(st.c, c_ref) < TOL
