@@ -7,8 +7,18 @@ import numpy as np
 
 from .errors import InputError
 from .kernels.pack import BLOCK, pack_model, pack_t, padded_units
-from .kernels.recurrence import (cell_rows, finish, gather_rows, project_blocks, project_parallel, run_parallel, run_serial,
-                                 scratch_size, step_parallel, step_stack)
+from .kernels.recurrence import (
+    cell_rows,
+    finish,
+    gather_rows,
+    project_blocks,
+    project_parallel,
+    run_parallel,
+    run_serial,
+    scratch_size,
+    step_parallel,
+    step_stack,
+)
 from .spec import ModelSpec
 from .state import State, check_state
 

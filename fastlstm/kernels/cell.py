@@ -89,9 +89,10 @@ def update_fast(acc, block, units, c, hc):
 
 @njit(**JIT)
 def update_general(acc, block, units, c, hc, peep, unit0, has_peep, cellf, codes, input_forget):
-    """Any ONNX cell: activations with alpha/beta (cellf[0:3], cellf[3:6]), clip (cellf[6]) on the
-    inputs of the f and g activations incl. peephole terms (not h's, as ONNX Runtime), peepholes peep (3, H) at units unit0.., input_forget (f = 1 - i).
-    float64 math: the options cost speed, not accuracy."""
+    """Any ONNX cell: activations with alpha/beta (cellf[0:3], cellf[3:6]); clip (cellf[6]) on the
+    inputs of the f and g activations incl. peephole terms (not h's, as ONNX Runtime); peepholes
+    peep (3, H) at units unit0..; input_forget (f = 1 - i). float64 math: the options cost speed,
+    not accuracy."""
     f_code, g_code, h_code = codes[0], codes[1], codes[2]
     clip = np.float64(cellf[6])
     af, ag, ah = np.float64(cellf[0]), np.float64(cellf[1]), np.float64(cellf[2])

@@ -17,8 +17,25 @@ from numba import njit, prange
 
 from .cell import dot_rows, dot_rows2, update_fast, update_general
 from .config import JIT, JIT_PARALLEL
-from .pack import (BLOCK, CELLF, M_B, M_CELLF, M_FAST, M_FCODE, M_GCODE, M_H, M_HCODE, M_HOUT, M_I,
-                   M_INPUT_FORGET, M_NBLK, M_PEEP, M_PROJ, M_REVERSE, M_RP, M_WP)
+from .pack import (
+    BLOCK,
+    CELLF,
+    M_B,
+    M_CELLF,
+    M_FAST,
+    M_FCODE,
+    M_H,
+    M_HCODE,
+    M_HOUT,
+    M_I,
+    M_INPUT_FORGET,
+    M_NBLK,
+    M_PEEP,
+    M_PROJ,
+    M_REVERSE,
+    M_RP,
+    M_WP,
+)
 
 
 @njit(**JIT)
@@ -45,7 +62,7 @@ def project_blocks(wbuf, m, x, xw, blk0, blk1):
     a block's (G, I) slab of Wp stays in cache while all N rows use it."""
     Wp, Rp, b, peep, proj, cellf = weights_of(wbuf, m)
     G = 4 * BLOCK
-    N, I = x.shape[0], x.shape[1]
+    N = x.shape[0]
     spare = np.empty(G, np.float32)
     for blk in range(blk0, blk1):
         c0 = blk * G
