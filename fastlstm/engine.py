@@ -24,15 +24,13 @@ from .state import State, check_state
 
 
 class PackedDirection:
-    """One layer-direction: its row of the packed model (see kernels/pack.py) plus read-only views of
-    what run() needs outside the kernel."""
+    """One layer-direction: its row of the packed model's offset table (see kernels/pack.py)."""
 
     __slots__ = ("row", "meta", "reverse")
 
-    def __init__(self, wbuf: np.ndarray, meta: np.ndarray, row: int, input_size: int, reverse: bool):
-        m = meta[row]
+    def __init__(self, meta: np.ndarray, row: int, reverse: bool):
         self.row = row
-        self.meta = m  # (META_COLUMNS,) int64
+        self.meta = meta[row]  # (META_COLUMNS,) int64
         self.reverse = reverse
 
 
@@ -55,8 +53,7 @@ class Engine:
         # dispatcher with few arrays); PackedDirection keeps views of it.
         self._wbuf, self._meta = pack_model(spec)
         D = spec.num_directions
-        self.layers = [[PackedDirection(self._wbuf, self._meta, l * D + d, spec.layer_input_size(l),
-                                        bool(ds.reverse)) for d, ds in enumerate(layer)]
+        self.layers = [[PackedDirection(self._meta, l * D + d, bool(ds.reverse)) for d, ds in enumerate(layer)]
                        for l, layer in enumerate(spec.layers)]
         self._step_scratch = scratch_size(self._meta)
         self._step_parallel = spec.hidden_size >= PARALLEL_MIN_HIDDEN
@@ -139,9 +136,11 @@ class Engine:
                     run_serial(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir)
             layer_input = out
         y = layer_input
+        if squeeze:  # (T, I) in: (T, D*Hout) out, whatever batch_first says
+            return y[:, 0], final
         if batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
-        return (y[:, 0] if batch_first else y[:, 0]) if squeeze else y, final
+        return y, final
 
     def _project(self, pd, x, xw, threads):
         """xw (N, 4Hp) = b + x (N, I) @ Wp.T, in step()'s summation order (bit-identical modes)."""

@@ -139,6 +139,8 @@ def test_two_dim_input_and_batch_first():
     y_bf, _ = eng.run(np.ascontiguousarray(x.transpose(1, 0, 2)), batch_first=True)
     assert y_bf.shape == (2, 5, 2 * spec.output_size)
     np.testing.assert_array_equal(y_bf, y_tm.transpose(1, 0, 2))
+    y_2d_bf, _ = eng.run(x[:, 0], batch_first=True)  # a 2-D input has no batch axis to move
+    assert y_2d_bf.shape == (5, 2 * spec.output_size)
     y_2d, st = eng.run(x[:, 0])
     assert y_2d.shape == (5, 2 * spec.output_size) and st.h.shape == (1, 2, 1, spec.output_size)
     np.testing.assert_allclose(y_2d, y_tm[:, 0], atol=1e-6)
