@@ -120,7 +120,7 @@ class Engine:
             final = state.copy()
         layer_input = x3
         Hp4 = 4 * self.padded_hidden
-        threads = _run_threads(self.hidden_size, B)
+        threads = _run_threads(self.hidden_size)
         xw = np.empty((T, B, Hp4), dtype=np.float32)  # input projection, reused by every direction
         for l, layer in enumerate(self.layers):
             out = np.empty((T, B, self.num_directions * self.output_size), dtype=np.float32)
@@ -193,12 +193,10 @@ class Engine:
         # Shapes, dtypes, layout and writability are checked (the kernel indexes unchecked).
         if (type(x_t) is np.ndarray and x_t.shape == self._x1_shape and x_t.dtype is _F32
                 and self.streamable and _state_fits(state, *self._state_shapes_b1)):
-            h, c = state.h, state.c
-            buf = state._scratch
-            if buf is None or buf.shape[0] < self._step_scratch:
-                buf = state.scratch(self._step_scratch)
-            if self._step_parallel and numba.get_num_threads() > 1:
-                step_parallel(self._wbuf, self._meta, x_t, h, c, buf, numba.get_num_threads())
+            h, c, buf = state.h, state.c, state.scratch(self._step_scratch)
+            threads = numba.get_num_threads() if self._step_parallel else 1
+            if threads > 1:
+                step_parallel(self._wbuf, self._meta, x_t, h, c, buf, threads)
             else:
                 step_stack(self._wbuf, self._meta, x_t, h, c, buf)
             return h[-1, 0, 0].copy()  # a fresh (Hout,) array the caller may keep
@@ -297,7 +295,7 @@ PARALLEL_MIN_HIDDEN = 384
 BATCH_GEMM_MIN = 8
 
 
-def _run_threads(hidden_size: int, batch: int) -> int:
+def _run_threads(hidden_size: int) -> int:
     """Threads run() gives the recurrence: 1 below the measured crossover, else all it may use."""
     if hidden_size < PARALLEL_MIN_HIDDEN:
         return 1

@@ -9,15 +9,16 @@ Any safetensors reader can open the file; ours validates every field before touc
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import os
 import stat
 import struct
-import tempfile
 
 import numpy as np
 
+from .atomic import write_atomically
 from .errors import FormatError, SpecError
 from .spec import CellOptions, DirectionSpec, ModelSpec
 
@@ -82,20 +83,8 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-(8 + len(header_bytes)) % _ALIGN)
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastlstm-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(struct.pack("<Q", len(header_bytes)))
-            out.write(header_bytes)
-            for _, array in arrays:
-                out.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    tensors = (np.ascontiguousarray(array, dtype="<f4").tobytes() for _, array in arrays)  # one at a time
+    write_atomically(path, itertools.chain([struct.pack("<Q", len(header_bytes)), header_bytes], tensors))
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
 
+from .atomic import write_atomically
 from .errors import FormatError, InputError
 
 # Snapshot bytes (little endian): a 40-byte header, then h (L*D*B*Hout) and c (L*D*B*H) as raw float32.
@@ -161,16 +161,7 @@ class State:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to_bytes() to `path` atomically (a temporary file renamed into place)."""
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=os.path.dirname(os.path.abspath(path)))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.to_bytes())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, [self.to_bytes()], prefix=".state-")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> State:

@@ -87,17 +87,41 @@ def project_parallel(wbuf, m, x, xw, threads):
 
 
 @njit(**JIT)
-def cell_block(m, Rp, peep, cellf, codes, blk, hprev, acc, c, hc):
-    """acc (G,) holds xw + bias for block blk: add its rows of Rp @ hprev, then update c and hc."""
-    H = m[M_H]
+def update_block(m, peep, cellf, codes, blk, acc, c, hc):
+    """acc (G,) holds block blk's gate pre-activations: update its units of c and hc = o * h(c)."""
     unit0 = blk * BLOCK
-    units = min(BLOCK, H - unit0)
-    dot_rows(Rp[blk * 4 * BLOCK : (blk + 1) * 4 * BLOCK], hprev, acc)
+    units = min(BLOCK, m[M_H] - unit0)
     if m[M_FAST]:
         update_fast(acc, BLOCK, units, c[unit0 : unit0 + units], hc[unit0 : unit0 + units])
     else:
         update_general(acc, BLOCK, units, c[unit0 : unit0 + units], hc[unit0 : unit0 + units],
                        peep, unit0, peep.shape[0] == 3, cellf, codes, m[M_INPUT_FORGET] != 0)
+
+
+@njit(**JIT)
+def cell_block(m, Rp, peep, cellf, codes, blk, hprev, acc, c, hc):
+    """acc (G,) holds xw + bias for block blk: add its rows of Rp @ hprev, then update c and hc."""
+    dot_rows(Rp[blk * 4 * BLOCK : (blk + 1) * 4 * BLOCK], hprev, acc)
+    update_block(m, peep, cellf, codes, blk, acc, c, hc)
+
+
+@njit(**JIT)
+def step_blocks(m, Wp, Rp, peep, cellf, codes, xin, hprev, gates, c, hc, spare, blk0, blk1):
+    """step(): blocks blk0..blk1 of one layer; gates (4Hp,) holds the bias on entry. Per block:
+    W @ xin with the same dot_rows2 call as run()'s projection (bit-identical modes), then the cell."""
+    G = 4 * BLOCK
+    for blk in range(blk0, blk1):
+        acc = gates[blk * G : (blk + 1) * G]
+        dot_rows2(Wp[blk * G : (blk + 1) * G], xin, xin, acc, spare)
+        cell_block(m, Rp, peep, cellf, codes, blk, hprev, acc, c, hc)
+
+
+@njit(inline="always")
+def row_time(step, length, reverse):
+    """The time index a row of valid length `length` processes at `step`, or -1 once it is done."""
+    if step >= length:
+        return -1
+    return length - 1 - step if reverse else step
 
 
 @njit(**JIT)
@@ -116,7 +140,7 @@ def emit_h(proj, hc, h):
 
 
 @njit(**JIT)
-def _finish(lens, h, c, y):
+def finish(lens, h, c, y):
     """ONNX: outputs past each row's length are 0; a length-0 row ends with a zero state."""
     T, B = y.shape[0], y.shape[1]
     for b in range(B):
@@ -139,15 +163,15 @@ def run_serial(wbuf, m, xw, lens, h, c, y):
     hc = np.zeros(nblk * BLOCK, np.float32)
     for step in range(T):
         for r in range(B):
-            if step >= lens[r]:
+            t = row_time(step, lens[r], reverse)
+            if t < 0:
                 continue
-            t = lens[r] - 1 - step if reverse else step
             gates = xw[t, r]
             for blk in range(nblk):
                 cell_block(m, Rp, peep, cellf, codes, blk, h[r], gates[blk * G : (blk + 1) * G], c[r], hc)
             emit_h(proj, hc, h[r])
             y[t, r, :] = h[r]
-    _finish(lens, h, c, y)
+    finish(lens, h, c, y)
 
 
 @njit(**JIT_PARALLEL)
@@ -164,9 +188,9 @@ def run_parallel(wbuf, m, xw, lens, h, c, y, threads):
     hc = np.zeros(nblk * BLOCK, np.float32)
     for step in range(T):
         for r in range(B):
-            if step >= lens[r]:
+            t = row_time(step, lens[r], reverse)
+            if t < 0:
                 continue
-            t = lens[r] - 1 - step if reverse else step
             gates = xw[t, r]
             hr, cr = h[r], c[r]
             for tid in prange(nth):
@@ -174,7 +198,7 @@ def run_parallel(wbuf, m, xw, lens, h, c, y, threads):
                     cell_block(m, Rp, peep, cellf, codes, blk, hr, gates[blk * G : (blk + 1) * G], cr, hc)
             emit_h(proj, hc, h[r])
             y[t, r, :] = h[r]
-    _finish(lens, h, c, y)
+    finish(lens, h, c, y)
 
 
 @njit(**JIT)
@@ -197,10 +221,7 @@ def step_stack(wbuf, meta, x, h, c, scratch):
             hc = scratch[nblk * G : nblk * G + nblk * BLOCK]
             spare = scratch[nblk * G + nblk * BLOCK : nblk * G + nblk * BLOCK + G]
             gates[:] = bias
-            for blk in range(nblk):
-                acc = gates[blk * G : (blk + 1) * G]
-                dot_rows2(Wp[blk * G : (blk + 1) * G], xin, xin, acc, spare)
-                cell_block(m, Rp, peep, cellf, codes, blk, h[l, 0, r], acc, c[l, 0, r], hc)
+            step_blocks(m, Wp, Rp, peep, cellf, codes, xin, h[l, 0, r], gates, c[l, 0, r], hc, spare, 0, nblk)
             emit_h(proj, hc, h[l, 0, r])
 
 
@@ -224,11 +245,8 @@ def step_parallel(wbuf, meta, x, h, c, scratch, threads):
         nth = max(1, min(threads, nblk, spares.shape[0] // G))
         gates[:] = bias
         for tid in prange(nth):
-            spare = spares[tid * G : (tid + 1) * G]
-            for blk in range(tid * nblk // nth, (tid + 1) * nblk // nth):
-                acc = gates[blk * G : (blk + 1) * G]
-                dot_rows2(Wp[blk * G : (blk + 1) * G], xin, xin, acc, spare)
-                cell_block(m, Rp, peep, cellf, codes, blk, hprev, acc, cl, hc)
+            step_blocks(m, Wp, Rp, peep, cellf, codes, xin, hprev, gates, cl, hc, spares[tid * G : (tid + 1) * G],
+                        tid * nblk // nth, (tid + 1) * nblk // nth)
         emit_h(proj, hc, h[l, 0, 0])
 
 
@@ -244,9 +262,9 @@ def gather_rows(x, step, lens, reverse, h, xh):
     (t_r = step, or lens[r]-1-step in reverse). x (T, B, I), h (B, Hout), xh (B, I + Hout)."""
     I = x.shape[2]
     for r in range(x.shape[1]):
-        if step >= lens[r]:
+        t = row_time(step, lens[r], reverse)
+        if t < 0:
             continue
-        t = lens[r] - 1 - step if reverse else step
         xh[r, :I] = x[t, r]
         xh[r, I:] = h[r]
 
@@ -260,30 +278,16 @@ def cell_rows(wbuf, m, step, gates, lens, h, c, y):
     G = 4 * BLOCK
     codes = m[M_FCODE : M_HCODE + 1]
     reverse = m[M_REVERSE] != 0
-    H = m[M_H]
     hc = np.empty(nblk * BLOCK, np.float32)
     for r in range(gates.shape[0]):
-        if step >= lens[r]:
+        t = row_time(step, lens[r], reverse)
+        if t < 0:
             continue
-        t = lens[r] - 1 - step if reverse else step
         g = gates[r]
         for j in range(g.shape[0]):
             g[j] += b[j]
-        cr = c[r]
         for blk in range(nblk):
-            unit0 = blk * BLOCK
-            units = min(BLOCK, H - unit0)
-            acc = g[blk * G : (blk + 1) * G]
-            if m[M_FAST]:
-                update_fast(acc, BLOCK, units, cr[unit0 : unit0 + units], hc[unit0 : unit0 + units])
-            else:
-                update_general(acc, BLOCK, units, cr[unit0 : unit0 + units], hc[unit0 : unit0 + units],
-                               peep, unit0, peep.shape[0] == 3, cellf, codes, m[M_INPUT_FORGET] != 0)
+            update_block(m, peep, cellf, codes, blk, g[blk * G : (blk + 1) * G], c[r], hc)
         emit_h(proj, hc, h[r])
         y[t, r, :] = h[r]
 
-
-@njit(**JIT)
-def finish(lens, h, c, y):
-    """The end of a batched run (see _finish)."""
-    _finish(lens, h, c, y)
