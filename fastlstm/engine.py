@@ -6,13 +6,10 @@ import numba
 import numpy as np
 
 from .errors import InputError
-from .kernels.pack import BLOCK, pack_model, pack_t, padded_units
+from .kernels.pack import BLOCK, pack_model, padded_units
 from .kernels.recurrence import (
-    cell_rows,
-    finish,
-    gather_rows,
-    project_blocks,
     project_parallel,
+    project_rows,
     run_parallel,
     run_serial,
     scratch_size,
@@ -55,9 +52,8 @@ class Engine:
         D = spec.num_directions
         self.layers = [[PackedDirection(self._meta, l * D + d, bool(ds.reverse)) for d, ds in enumerate(layer)]
                        for l, layer in enumerate(spec.layers)]
-        self._step_scratch = scratch_size(self._meta)
+        self._step_scratch = scratch_size(self._meta, 1)
         self._step_parallel = spec.hidden_size >= PARALLEL_MIN_HIDDEN
-        self._wrt = [None] * len(self._meta)  # per row: [W | R] as (I+Hout, 4Hp) for batched runs, lazily
         self.streamable = all(not pd.reverse for layer in self.layers for pd in layer)
         self._x1_shape = (self.input_size,)
         self._state_shapes_b1 = self._state_shapes(1)  # step()'s common case, without building tuples
@@ -126,9 +122,6 @@ class Engine:
             out = np.empty((T, B, self.num_directions * self.output_size), dtype=np.float32)
             for d, pd in enumerate(layer):
                 y_dir = out[:, :, d * self.output_size : (d + 1) * self.output_size]
-                if B >= BATCH_GEMM_MIN:
-                    self._run_batched(pd, layer_input, lens, final.h[l, d], final.c[l, d], y_dir)
-                    continue
                 self._project(pd, layer_input.reshape(T * B, -1), xw.reshape(T * B, Hp4), threads)
                 if threads > 1:
                     run_parallel(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir, threads)
@@ -143,42 +136,11 @@ class Engine:
         return y, final
 
     def _project(self, pd, x, xw, threads):
-        """xw (N, 4Hp) = b + x (N, I) @ Wp.T, in step()'s summation order (bit-identical modes)."""
+        """xw (N, 4Hp) = b + x (N, I) @ Wp, with step()'s kernels (bit-identical modes)."""
         if threads > 1:
             project_parallel(self._wbuf, pd.meta, x, xw, threads)
         else:
-            project_blocks(self._wbuf, pd.meta, x, xw, 0, self.padded_hidden // BLOCK)
-
-    def _run_batched(self, pd, x, lens, h, c, y):
-        """B >= BATCH_GEMM_MIN: per time step one BLAS GEMM [x_t | h] @ WRt (B x (I+Hout) x 4Hp),
-        then the cells. WRt ((I+Hout), 4Hp) = [W | R] packed columns, built on first use (only batched
-        runs pay its memory). step() with as many rows makes the same calls: bit-identical."""
-        WRt = self._wrt[pd.row]
-        if WRt is None:
-            l, d = divmod(pd.row, self.num_directions)
-            ds = self.spec.layers[l][d]
-            WRt = pack_t(np.concatenate([ds.W, ds.R], axis=1), self.hidden_size)
-            WRt.flags.writeable = False
-            self._wrt[pd.row] = WRt
-        B = h.shape[0]
-        xh = np.zeros((B, WRt.shape[0]), np.float32)
-        gates = np.empty((B, WRt.shape[1]), np.float32)
-        reverse = pd.reverse
-        for step in range(int(lens.max())):
-            gather_rows(x, step, lens, reverse, h, xh)
-            np.matmul(xh, WRt, out=gates)
-            cell_rows(self._wbuf, pd.meta, step, gates, lens, h, c, y)
-        finish(lens, h, c, y)
-
-    def _step_batched(self, x, state):
-        """A step of B >= BATCH_GEMM_MIN rows the way run() computes it (bit-identical)."""
-        B = x.shape[0]
-        ones = np.ones(B, np.int64)
-        y = np.empty((1, B, self.output_size), np.float32)
-        layer_input = x[None]
-        for l, layer in enumerate(self.layers):
-            self._run_batched(layer[0], layer_input, ones, state.h[l, 0], state.c[l, 0], y)
-            layer_input = y.copy()
+            project_rows(self._wbuf, pd.meta, x, xw, 0, self.padded_hidden // BLOCK)
 
     # ---- step ------------------------------------------------------------------------------------
     def step(self, x_t, state: State | None = None):
@@ -218,11 +180,9 @@ class Engine:
         h_shape, c_shape = self._state_shapes_b1 if B == 1 else self._state_shapes(B)
         if not _state_fits(state, h_shape, c_shape):  # the kernels index h, c by these shapes unchecked
             check_state(state, h_shape, c_shape, what="state (batch must match x_t)")
-        x = np.ascontiguousarray(_as_float32(x, "x_t"))
-        if B >= BATCH_GEMM_MIN:
-            self._step_batched(x, state)
-        else:  # (B*I,) rows, as step_stack reads them
-            step_stack(self._wbuf, self._meta, x.reshape(-1), state.h, state.c, state.scratch(self._step_scratch))
+        x = np.ascontiguousarray(_as_float32(x, "x_t"))  # (B*I,) rows, as step_stack reads them
+        scratch = state.scratch(scratch_size(self._meta, B))
+        step_stack(self._wbuf, self._meta, x.reshape(-1), state.h, state.c, scratch)
         out = state.h[-1, 0].copy()
         return out[0] if squeeze else out
 
@@ -291,8 +251,6 @@ _F32 = np.dtype(np.float32)
 # run(): the per-step parallel region pays from this hidden size up (measured: 2 threads 0.7x at
 # H=256, 1.2x at 384, 1.6x at 512; docs/performance.md)
 PARALLEL_MIN_HIDDEN = 384
-# run(): from this batch size the recurrent product is a BLAS GEMM per time step (measured)
-BATCH_GEMM_MIN = 8
 
 
 def _run_threads(hidden_size: int) -> int:

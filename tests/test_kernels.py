@@ -11,6 +11,7 @@ from specs import random_spec, rel_error
 
 import fastlstm
 from fastlstm.kernels.activations import sigmoid_fast, tanh_fast
+from fastlstm.kernels.simd import fptr, vload_n, vstore_n
 from fastlstm.kernels.pack import BLOCK, pack_model, pack_rows, packed_index, padded_units, unpack_rows
 
 TOL = 2e-5
@@ -20,9 +21,13 @@ SIGMOID_ABS_ERR = 2.5e-7  # sigmoid_fast = 0.5 + 0.5 tanh_fast(x/2)
 
 @njit(cache=False)
 def _apply(xs, which):
+    """The 16-lane activation over xs, 16 at a time (a short last chunk through the masked load/store)."""
     out = np.empty_like(xs)
-    for i in range(xs.shape[0]):
-        out[i] = tanh_fast(xs[i]) if which == 0 else sigmoid_fast(xs[i])
+    src, dst = fptr(xs), fptr(out)
+    for i in range(0, xs.shape[0], 16):
+        n = min(16, xs.shape[0] - i)
+        v = vload_n(src, i, n)
+        vstore_n(dst, i, tanh_fast(v) if which == 0 else sigmoid_fast(v), n)
     return out
 
 

@@ -1,6 +1,16 @@
-"""One block of BLOCK hidden units: gate accumulation (4-row dot products) and the cell update.
+"""One block of BLOCK = 16 hidden units: its packed gate products and its cell update, on F32x16 vectors.
 
-A block's gate vector `acc` (G = 4*BLOCK,) holds [i | f | g | o] pre-activations, BLOCK each.
+A block's gate pre-activations are four vectors (a_i, a_f, a_g, a_o), one per gate, 16 units each.
+A slab is a block's (K, G) k-major weights (G = 64 = 4 gates x 16 units): row k is the four gate
+vectors that multiply input element k (see pack.py). Arrays arrive as float32 pointers plus flat
+offsets (simd.fptr; why: simd.py).
+
+The summation order is part of the contract (run() and step() must agree bit for bit): for every gate
+element, the sum over k runs in two chains, even k into the accumulator (which starts from the caller's
+value: the bias, or the input projection) and odd k into a chain from zero, and the two are added at
+the end. gemv_slab (one input vector) and gemv_slab2 (two, sharing every weight load) follow the same
+order, so a row's result never depends on which kernel or tile produced it. Two chains per vector
+also keep 8 independent FMAs in flight (one chain per vector stalls on FMA latency).
 """
 
 import numpy as np
@@ -8,83 +18,97 @@ from numba import njit
 
 from .activations import activation, sigmoid_fast, tanh_fast
 from .config import JIT
+from .pack import G
+from .simd import vadd, vfma, vload, vload_n, vmul, vsplat, vstore, vstore_n
 
 
-@njit(**JIT)
-def dot_rows(M, v, acc):
-    """acc (G,) += M @ v  for M (G, K) row-major and v (K,), G a multiple of 4.
-
-    Four rows per pass share each load of v; each row's sum over k is a vectorised reduction that
-    LLVM keeps in registers (fastmath reassoc). The order of every sum depends only on K, so any two
-    callers (run's projection, step) get bit-identical results."""
-    G, K = M.shape[0], M.shape[1]
-    for r in range(0, G, 4):
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        for k in range(K):
-            vk = v[k]
-            a0 += M[r, k] * vk
-            a1 += M[r + 1, k] * vk
-            a2 += M[r + 2, k] * vk
-            a3 += M[r + 3, k] * vk
-        acc[r] += a0
-        acc[r + 1] += a1
-        acc[r + 2] += a2
-        acc[r + 3] += a3
-
-
-@njit(**JIT)
-def dot_rows2(M, v0, v1, acc0, acc1):
-    """acc0 += M @ v0 and acc1 += M @ v1 (M (G, K), G a multiple of 4): the input projection's tile.
-
-    Eight running sums (4 rows x 2 vectors) share each load of M, which makes run()'s projection a
-    register-blocked GEMM. step() calls it too, with v1 = v0 and acc1 a throwaway: the same code
-    for both modes is what makes them bit-identical (a second kernel would sum in another order)."""
-    G, K = M.shape[0], M.shape[1]
-    for r in range(0, G, 4):
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        b0 = np.float32(0.0)
-        b1 = np.float32(0.0)
-        b2 = np.float32(0.0)
-        b3 = np.float32(0.0)
-        for k in range(K):
-            x0 = v0[k]
-            x1 = v1[k]
-            m0, m1, m2, m3 = M[r, k], M[r + 1, k], M[r + 2, k], M[r + 3, k]
-            a0 += m0 * x0
-            a1 += m1 * x0
-            a2 += m2 * x0
-            a3 += m3 * x0
-            b0 += m0 * x1
-            b1 += m1 * x1
-            b2 += m2 * x1
-            b3 += m3 * x1
-        acc0[r] += a0
-        acc0[r + 1] += a1
-        acc0[r + 2] += a2
-        acc0[r + 3] += a3
-        acc1[r] += b0
-        acc1[r + 1] += b1
-        acc1[r + 2] += b2
-        acc1[r + 3] += b3
+@njit(inline="always")
+def gemv_slab(w, off, K, v, voff, a0, a1, a2, a3):
+    """(a0..a3) + slab @ v[voff : voff+K]: slab = w[off : off + K*G] as (K, G) k-major."""
+    zero = vsplat(0.0)
+    p0, p1, p2, p3 = zero, zero, zero, zero
+    for k in range(0, K - 1, 2):
+        row = off + k * G
+        x0 = vsplat(v[voff + k])
+        x1 = vsplat(v[voff + k + 1])
+        a0 = vfma(vload(w, row), x0, a0)
+        a1 = vfma(vload(w, row + 16), x0, a1)
+        a2 = vfma(vload(w, row + 32), x0, a2)
+        a3 = vfma(vload(w, row + 48), x0, a3)
+        p0 = vfma(vload(w, row + G), x1, p0)
+        p1 = vfma(vload(w, row + G + 16), x1, p1)
+        p2 = vfma(vload(w, row + G + 32), x1, p2)
+        p3 = vfma(vload(w, row + G + 48), x1, p3)
+    if K % 2:
+        row = off + (K - 1) * G
+        x0 = vsplat(v[voff + K - 1])
+        a0 = vfma(vload(w, row), x0, a0)
+        a1 = vfma(vload(w, row + 16), x0, a1)
+        a2 = vfma(vload(w, row + 32), x0, a2)
+        a3 = vfma(vload(w, row + 48), x0, a3)
+    return vadd(a0, p0), vadd(a1, p1), vadd(a2, p2), vadd(a3, p3)
 
 
-@njit(**JIT)
-def update_fast(acc, block, units, c, hc):
-    """Default cell (sigmoid/tanh/tanh) for `units` units: c (units,) updated, hc = o * tanh(c)."""
-    for u in range(units):
-        i = sigmoid_fast(acc[u])
-        f = sigmoid_fast(acc[block + u])
-        g = tanh_fast(acc[2 * block + u])
-        o = sigmoid_fast(acc[3 * block + u])
-        c_new = f * c[u] + i * g
-        c[u] = c_new
-        hc[u] = o * tanh_fast(c_new)
+@njit(inline="always")
+def gemv_slab2(w, off, K, v, voff, uoff, a0, a1, a2, a3, b0, b1, b2, b3):
+    """gemv_slab for two input vectors v[voff:] (into a) and v[uoff:] (into b), one weight load each."""
+    zero = vsplat(0.0)
+    p0, p1, p2, p3 = zero, zero, zero, zero
+    q0, q1, q2, q3 = zero, zero, zero, zero
+    for k in range(0, K - 1, 2):
+        row = off + k * G
+        x0 = vsplat(v[voff + k])
+        x1 = vsplat(v[voff + k + 1])
+        y0 = vsplat(v[uoff + k])
+        y1 = vsplat(v[uoff + k + 1])
+        w0 = vload(w, row)
+        w1 = vload(w, row + 16)
+        w2 = vload(w, row + 32)
+        w3 = vload(w, row + 48)
+        a0, a1, a2, a3 = vfma(w0, x0, a0), vfma(w1, x0, a1), vfma(w2, x0, a2), vfma(w3, x0, a3)
+        b0, b1, b2, b3 = vfma(w0, y0, b0), vfma(w1, y0, b1), vfma(w2, y0, b2), vfma(w3, y0, b3)
+        w0 = vload(w, row + G)
+        w1 = vload(w, row + G + 16)
+        w2 = vload(w, row + G + 32)
+        w3 = vload(w, row + G + 48)
+        p0, p1, p2, p3 = vfma(w0, x1, p0), vfma(w1, x1, p1), vfma(w2, x1, p2), vfma(w3, x1, p3)
+        q0, q1, q2, q3 = vfma(w0, y1, q0), vfma(w1, y1, q1), vfma(w2, y1, q2), vfma(w3, y1, q3)
+    if K % 2:
+        row = off + (K - 1) * G
+        x0 = vsplat(v[voff + K - 1])
+        y0 = vsplat(v[uoff + K - 1])
+        w0 = vload(w, row)
+        w1 = vload(w, row + 16)
+        w2 = vload(w, row + 32)
+        w3 = vload(w, row + 48)
+        a0, a1, a2, a3 = vfma(w0, x0, a0), vfma(w1, x0, a1), vfma(w2, x0, a2), vfma(w3, x0, a3)
+        b0, b1, b2, b3 = vfma(w0, y0, b0), vfma(w1, y0, b1), vfma(w2, y0, b2), vfma(w3, y0, b3)
+    return (vadd(a0, p0), vadd(a1, p1), vadd(a2, p2), vadd(a3, p3),
+            vadd(b0, q0), vadd(b1, q1), vadd(b2, q2), vadd(b3, q3))
+
+
+@njit(inline="always")
+def load_gates(buf, off):
+    """The four gate vectors stored at buf[off : off + G]."""
+    return vload(buf, off), vload(buf, off + 16), vload(buf, off + 32), vload(buf, off + 48)
+
+
+@njit(inline="always")
+def store_gates(buf, off, a0, a1, a2, a3):
+    vstore(buf, off, a0)
+    vstore(buf, off + 16, a1)
+    vstore(buf, off + 32, a2)
+    vstore(buf, off + 48, a3)
+
+
+@njit(inline="always")
+def update_fast(a_i, a_f, a_g, a_o, c, coff, units, hc, hoff):
+    """Default cell (sigmoid/tanh/tanh) for one block: c[coff : coff+units] updated in place,
+    hc[hoff : hoff+16] = o * tanh(c) (lanes past `units` are padding, never read as state)."""
+    c_prev = vload_n(c, coff, units)
+    c_new = vfma(sigmoid_fast(a_f), c_prev, vmul(sigmoid_fast(a_i), tanh_fast(a_g)))
+    vstore_n(c, coff, c_new, units)
+    vstore(hc, hoff, vmul(sigmoid_fast(a_o), tanh_fast(c_new)))
 
 
 @njit(**JIT)
@@ -92,7 +116,7 @@ def update_general(acc, block, units, c, hc, peep, unit0, has_peep, cellf, codes
     """Any ONNX cell: activations with alpha/beta (cellf[0:3], cellf[3:6]); clip (cellf[6]) on the
     inputs of the f and g activations incl. peephole terms (not h's, as ONNX Runtime); peepholes
     peep (3, H) at units unit0..; input_forget (f = 1 - i). float64 math: the options cost speed,
-    not accuracy."""
+    not accuracy. acc (G,) gate pre-activations, c (units,), hc (units,)."""
     f_code, g_code, h_code = codes[0], codes[1], codes[2]
     clip = np.float64(cellf[6])
     af, ag, ah = np.float64(cellf[0]), np.float64(cellf[1]), np.float64(cellf[2])

@@ -5,10 +5,11 @@ and G = 4*BLOCK gate rows per block. Inside a block the gate rows are [i(BLOCK) 
 o(BLOCK)]: gate row  j = gate*BLOCK + u  of block blk is canonical row  gate*H + blk*BLOCK + u.
 Packed row  blk*G + j  is the packed gate index (zero weights pad the last block).
 
-    Wp   (4Hp, I)         W, packed rows: block blk is the contiguous slab of rows blk*G .. blk*G+G-1
-    Rp   (4Hp, Hout)      R, packed rows, same blocks; a thread's range of blocks is one contiguous
-                          slice of R (it stays in that core's L2 across time steps)
-    b    (4Hp,)           pre-summed bias, packed columns
+    Wp   (nblk, I, G)     W as k-major slabs: slab blk, row k = the block's 64 gate weights of input
+                          k (four F32x16 vectors: the kernels broadcast x[k] and FMA whole rows)
+    Rp   (nblk, Hout, G)  R, same slabs; a thread's range of blocks is one contiguous slice of R (it
+                          stays in that core's L2 across time steps)
+    b    (4Hp,)           pre-summed bias, packed gate index
     peep (3, H)           peepholes p_i, p_f, p_o (only when present)
     proj (Hout, H)        projection (only when present)
     cellf (CELLF,)        float params of the general cell: alphas (3), betas (3), clip (inf = none)
@@ -21,7 +22,8 @@ import numpy as np
 
 from .activations import ACTIVATION_CODES
 
-BLOCK = 16  # hidden units per block: G = 64 gate rows = four 512-bit vectors of float32
+BLOCK = 16  # hidden units per block = the lanes of one F32x16 vector
+G = 4 * BLOCK  # gate rows per block: four vectors [i f g o]
 
 # meta columns (one row per layer-direction, row l*D + d)
 (M_WP, M_RP, M_B, M_PEEP, M_PROJ, M_CELLF, M_I, M_H, M_HOUT, M_NBLK,
@@ -56,9 +58,10 @@ def unpack_rows(packed: np.ndarray, H: int) -> np.ndarray:
     return np.ascontiguousarray(packed[packed_index(H)])
 
 
-def pack_t(matrix: np.ndarray, H: int) -> np.ndarray:
-    """(4H, K) canonical -> (K, 4Hp): the BLAS operand of batched runs (h @ Rt, packed columns)."""
-    return np.ascontiguousarray(pack_rows(matrix, H).T)
+def pack_slabs(matrix: np.ndarray, H: int) -> np.ndarray:
+    """(4H, K) canonical -> (nblk, K, G): each block's packed rows, transposed to k-major."""
+    rows = pack_rows(matrix, H)  # (4Hp, K)
+    return np.ascontiguousarray(rows.reshape(-1, G, rows.shape[1]).transpose(0, 2, 1))
 
 
 def cell_floats(options) -> np.ndarray:
@@ -85,8 +88,8 @@ def pack_model(spec):
     for l, layer in enumerate(spec.layers):
         for ds in layer:
             row = np.zeros(META_COLUMNS, np.int64)
-            row[M_WP] = put(pack_rows(ds.W, H))
-            row[M_RP] = put(pack_rows(ds.R, H))
+            row[M_WP] = put(pack_slabs(ds.W, H))
+            row[M_RP] = put(pack_slabs(ds.R, H))
             row[M_B] = put(pack_rows(ds.b, H))
             row[M_PEEP] = -1 if ds.peephole is None else put(ds.peephole)
             row[M_PROJ] = -1 if ds.proj is None else put(ds.proj)
