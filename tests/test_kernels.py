@@ -11,8 +11,8 @@ from specs import random_spec, rel_error
 
 import fastlstm
 from fastlstm.kernels.activations import sigmoid_fast, tanh_fast
-from fastlstm.kernels.simd import fptr, vload_n, vstore_n
 from fastlstm.kernels.pack import BLOCK, pack_model, pack_rows, packed_index, padded_units, unpack_rows
+from fastlstm.kernels.simd import fptr, vload_n, vstore_n
 
 TOL = 2e-5
 TANH_ABS_ERR = 4e-7      # documented bound of tanh_fast (float32), docs/performance.md

@@ -24,11 +24,9 @@ from numba import njit, prange
 
 from .cell import gemv_slab, gemv_slab2, load_gates, store_gates, update_fast, update_general
 from .config import JIT, JIT_PARALLEL
-from .simd import fptr
 from .pack import (
     BLOCK,
     CELLF,
-    G,
     M_B,
     M_CELLF,
     M_FAST,
@@ -44,7 +42,9 @@ from .pack import (
     M_REVERSE,
     M_RP,
     M_WP,
+    G,
 )
+from .simd import fptr
 
 
 @njit(**JIT)
