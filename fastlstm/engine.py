@@ -6,10 +6,11 @@ import numba
 import numpy as np
 
 from .errors import InputError
+from .fastcall import closed_step_kernel
 from .kernels.pack import BLOCK, pack_model, padded_units
 from .kernels.recurrence import (
+    project_all,
     project_parallel,
-    project_rows,
     run_parallel,
     run_serial,
     scratch_size,
@@ -52,11 +53,11 @@ class Engine:
         D = spec.num_directions
         self.layers = [[PackedDirection(self._meta, l * D + d, bool(ds.reverse)) for d, ds in enumerate(layer)]
                        for l, layer in enumerate(spec.layers)]
-        self._step_scratch = scratch_size(self._meta, 1)
         self._step_parallel = spec.hidden_size >= PARALLEL_MIN_HIDDEN
         self.streamable = all(not pd.reverse for layer in self.layers for pd in layer)
-        self._x1_shape = (self.input_size,)
-        self._state_shapes_b1 = self._state_shapes(1)  # step()'s common case, without building tuples
+        # step()'s one-call path; engines big enough to step in parallel take the checked path, which
+        # reads the thread count (a few hundred ns, nothing next to their step)
+        self._fast_step = None if (self._step_parallel or not self.streamable) else closed_step_kernel()
         self._default_state = self.new_state(1)
         # The default stream is the one mutable part of an Engine: a second thread using it while one
         # already is gets an InputError. The guard is a one-token list used as a non-blocking try-lock:
@@ -140,7 +141,7 @@ class Engine:
         if threads > 1:
             project_parallel(self._wbuf, pd.meta, x, xw, threads)
         else:
-            project_rows(self._wbuf, pd.meta, x, xw, 0, self.padded_hidden // BLOCK)
+            project_all(self._wbuf, pd.meta, x, xw, 0, self.padded_hidden // BLOCK)
 
     # ---- step ------------------------------------------------------------------------------------
     def step(self, x_t, state: State | None = None):
@@ -150,18 +151,20 @@ class Engine:
         """
         if state is None:
             return self._on_default_stream(self.step, x_t)
-        # Fast path, the streaming case: one float32 frame, a batch-1 state of the right shapes. The
-        # checks cost ~0.3 us; then one kernel call runs every layer (no allocation but the output).
-        # Shapes, dtypes, layout and writability are checked (the kernel indexes unchecked).
-        if (type(x_t) is np.ndarray and x_t.shape == self._x1_shape and x_t.dtype is _F32
-                and self.streamable and _state_fits(state, *self._state_shapes_b1)):
-            h, c, buf = state.h, state.c, state.scratch(self._step_scratch)
-            threads = numba.get_num_threads() if self._step_parallel else 1
-            if threads > 1:
-                step_parallel(self._wbuf, self._meta, x_t, h, c, buf, threads)
-            else:
-                step_stack(self._wbuf, self._meta, x_t, h, c, buf)
-            return h[-1, 0, 0].copy()  # a fresh (Hout,) array the caller may keep
+        # The streaming case (one float32 (I,) frame, a batch-1 State) is one numba call: the closed
+        # dispatcher checks the argument types in C and the kernel checks the shapes (step_fits), so
+        # this side checks nothing. Any other input, or a refusal, takes the checked path, which
+        # says what is wrong or handles it (batches, other dtypes, first use of the scratch).
+        fast = self._fast_step
+        if fast is not None:
+            try:
+                if fast(self._wbuf, self._meta, x_t, state.h, state.c, state._scratch):
+                    return state.h[-1, 0, 0].copy()  # a fresh (Hout,) array the caller may keep
+            except (TypeError, AttributeError):  # not the compiled argument types, or not a State
+                pass
+        return self._step_checked(x_t, state)
+
+    def _step_checked(self, x_t, state: State):
         if not self.streamable:
             raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
                              "future); use run() on the whole sequence")
@@ -177,12 +180,14 @@ class Engine:
             raise InputError(f"x_t: expected shape ({self.input_size},) or (B, {self.input_size}), "
                              f"found {np.shape(x_t)}")
         B = x.shape[0]
-        h_shape, c_shape = self._state_shapes_b1 if B == 1 else self._state_shapes(B)
-        if not _state_fits(state, h_shape, c_shape):  # the kernels index h, c by these shapes unchecked
-            check_state(state, h_shape, c_shape, what="state (batch must match x_t)")
-        x = np.ascontiguousarray(_as_float32(x, "x_t"))  # (B*I,) rows, as step_stack reads them
+        check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
+        x = np.ascontiguousarray(_as_float32(x, "x_t")).reshape(-1)  # (B*I,) rows, as the kernels read them
         scratch = state.scratch(scratch_size(self._meta, B))
-        step_stack(self._wbuf, self._meta, x.reshape(-1), state.h, state.c, scratch)
+        threads = numba.get_num_threads() if self._step_parallel and B == 1 else 1
+        if threads > 1:
+            step_parallel(self._wbuf, self._meta, x, state.h, state.c, scratch, threads)
+        else:
+            step_stack(self._wbuf, self._meta, x, state.h, state.c, scratch)
         out = state.h[-1, 0].copy()
         return out[0] if squeeze else out
 
@@ -258,16 +263,6 @@ def _run_threads(hidden_size: int) -> int:
     if hidden_size < PARALLEL_MIN_HIDDEN:
         return 1
     return numba.get_num_threads()
-
-
-def _state_fits(state, h_shape: tuple, c_shape: tuple) -> bool:
-    """Cheap per-step check (dtype by identity, one flags read per array); False sends the caller to
-    check_state, which names what is wrong (and accepts an equal but non-identical dtype)."""
-    if not isinstance(state, State):
-        return False
-    h, c = state.h, state.c
-    return (type(h) is np.ndarray and type(c) is np.ndarray and h.shape == h_shape and c.shape == c_shape
-            and h.dtype is _F32 and c.dtype is _F32 and h.flags.carray and c.flags.carray)
 
 
 def _zero_state(_x, state: State) -> None:

@@ -5,12 +5,13 @@ A slab is a block's (K, G) k-major weights (G = 64 = 4 gates x 16 units): row k 
 vectors that multiply input element k (see pack.py). Arrays arrive as float32 pointers plus flat
 offsets (simd.fptr; why: simd.py).
 
-The summation order is part of the contract (run() and step() must agree bit for bit): for every gate
-element, the sum over k runs in two chains, even k into the accumulator (which starts from the caller's
-value: the bias, or the input projection) and odd k into a chain from zero, and the two are added at
-the end. gemv_slab (one input vector) and gemv_slab2 (two, sharing every weight load) follow the same
-order, so a row's result never depends on which kernel or tile produced it. Two chains per vector
-also keep 8 independent FMAs in flight (one chain per vector stalls on FMA latency).
+The summation order is part of the contract (run() and step() must agree bit for bit): every gate
+element is one FMA chain over k = 0, 1, ..., K-1, starting from the caller's value (the bias, or the
+input projection). The tiles below differ only in how many chains they run side by side, never in
+the order inside a chain, so a result does not depend on which tile produced it:
+    gemv_1     one input row, one block        4 chains (leftovers)
+    gemv_2blk  one input row, two blocks       8 chains: enough in flight to hide FMA latency
+    gemm_4row  four input rows, one block     16 chains sharing every weight load (GEMM speed)
 """
 
 import numpy as np
@@ -19,72 +20,60 @@ from numba import njit
 from .activations import activation, sigmoid_fast, tanh_fast
 from .config import JIT
 from .pack import G
-from .simd import vadd, vfma, vload, vload_n, vmul, vsplat, vstore, vstore_n
+from .simd import vfma, vload, vload_n, vmul, vsplat, vstore, vstore_n
 
 
 @njit(inline="always")
-def gemv_slab(w, off, K, v, voff, a0, a1, a2, a3):
+def gemv_1(w, off, K, v, voff, a0, a1, a2, a3):
     """(a0..a3) + slab @ v[voff : voff+K]: slab = w[off : off + K*G] as (K, G) k-major."""
-    zero = vsplat(0.0)
-    p0, p1, p2, p3 = zero, zero, zero, zero
-    for k in range(0, K - 1, 2):
+    for k in range(K):
         row = off + k * G
-        x0 = vsplat(v[voff + k])
-        x1 = vsplat(v[voff + k + 1])
-        a0 = vfma(vload(w, row), x0, a0)
-        a1 = vfma(vload(w, row + 16), x0, a1)
-        a2 = vfma(vload(w, row + 32), x0, a2)
-        a3 = vfma(vload(w, row + 48), x0, a3)
-        p0 = vfma(vload(w, row + G), x1, p0)
-        p1 = vfma(vload(w, row + G + 16), x1, p1)
-        p2 = vfma(vload(w, row + G + 32), x1, p2)
-        p3 = vfma(vload(w, row + G + 48), x1, p3)
-    if K % 2:
-        row = off + (K - 1) * G
-        x0 = vsplat(v[voff + K - 1])
-        a0 = vfma(vload(w, row), x0, a0)
-        a1 = vfma(vload(w, row + 16), x0, a1)
-        a2 = vfma(vload(w, row + 32), x0, a2)
-        a3 = vfma(vload(w, row + 48), x0, a3)
-    return vadd(a0, p0), vadd(a1, p1), vadd(a2, p2), vadd(a3, p3)
+        x = vsplat(v[voff + k])
+        a0 = vfma(vload(w, row), x, a0)
+        a1 = vfma(vload(w, row + 16), x, a1)
+        a2 = vfma(vload(w, row + 32), x, a2)
+        a3 = vfma(vload(w, row + 48), x, a3)
+    return a0, a1, a2, a3
 
 
 @njit(inline="always")
-def gemv_slab2(w, off, K, v, voff, uoff, a0, a1, a2, a3, b0, b1, b2, b3):
-    """gemv_slab for two input vectors v[voff:] (into a) and v[uoff:] (into b), one weight load each."""
-    zero = vsplat(0.0)
-    p0, p1, p2, p3 = zero, zero, zero, zero
-    q0, q1, q2, q3 = zero, zero, zero, zero
-    for k in range(0, K - 1, 2):
+def gemv_2blk(w, off, off2, K, v, voff, a0, a1, a2, a3, b0, b1, b2, b3):
+    """gemv_1 for two blocks (slabs at off and off2) and the same input row."""
+    for k in range(K):
+        x = vsplat(v[voff + k])
         row = off + k * G
-        x0 = vsplat(v[voff + k])
-        x1 = vsplat(v[voff + k + 1])
-        y0 = vsplat(v[uoff + k])
-        y1 = vsplat(v[uoff + k + 1])
+        a0 = vfma(vload(w, row), x, a0)
+        a1 = vfma(vload(w, row + 16), x, a1)
+        a2 = vfma(vload(w, row + 32), x, a2)
+        a3 = vfma(vload(w, row + 48), x, a3)
+        row = off2 + k * G
+        b0 = vfma(vload(w, row), x, b0)
+        b1 = vfma(vload(w, row + 16), x, b1)
+        b2 = vfma(vload(w, row + 32), x, b2)
+        b3 = vfma(vload(w, row + 48), x, b3)
+    return a0, a1, a2, a3, b0, b1, b2, b3
+
+
+@njit(inline="always")
+def gemm_4row(w, off, K, v, o0, o1, o2, o3, acc):
+    """gemv_1 of one block for four input rows v[o0:], v[o1:], v[o2:], v[o3:]; acc is the 16-tuple of
+    starting vectors (row-major: row r's gates are acc[4r : 4r+4]) and the result has the same layout."""
+    a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3 = acc
+    for k in range(K):
+        row = off + k * G
         w0 = vload(w, row)
         w1 = vload(w, row + 16)
         w2 = vload(w, row + 32)
         w3 = vload(w, row + 48)
-        a0, a1, a2, a3 = vfma(w0, x0, a0), vfma(w1, x0, a1), vfma(w2, x0, a2), vfma(w3, x0, a3)
-        b0, b1, b2, b3 = vfma(w0, y0, b0), vfma(w1, y0, b1), vfma(w2, y0, b2), vfma(w3, y0, b3)
-        w0 = vload(w, row + G)
-        w1 = vload(w, row + G + 16)
-        w2 = vload(w, row + G + 32)
-        w3 = vload(w, row + G + 48)
-        p0, p1, p2, p3 = vfma(w0, x1, p0), vfma(w1, x1, p1), vfma(w2, x1, p2), vfma(w3, x1, p3)
-        q0, q1, q2, q3 = vfma(w0, y1, q0), vfma(w1, y1, q1), vfma(w2, y1, q2), vfma(w3, y1, q3)
-    if K % 2:
-        row = off + (K - 1) * G
-        x0 = vsplat(v[voff + K - 1])
-        y0 = vsplat(v[uoff + K - 1])
-        w0 = vload(w, row)
-        w1 = vload(w, row + 16)
-        w2 = vload(w, row + 32)
-        w3 = vload(w, row + 48)
-        a0, a1, a2, a3 = vfma(w0, x0, a0), vfma(w1, x0, a1), vfma(w2, x0, a2), vfma(w3, x0, a3)
-        b0, b1, b2, b3 = vfma(w0, y0, b0), vfma(w1, y0, b1), vfma(w2, y0, b2), vfma(w3, y0, b3)
-    return (vadd(a0, p0), vadd(a1, p1), vadd(a2, p2), vadd(a3, p3),
-            vadd(b0, q0), vadd(b1, q1), vadd(b2, q2), vadd(b3, q3))
+        x = vsplat(v[o0 + k])
+        a0, a1, a2, a3 = vfma(w0, x, a0), vfma(w1, x, a1), vfma(w2, x, a2), vfma(w3, x, a3)
+        x = vsplat(v[o1 + k])
+        b0, b1, b2, b3 = vfma(w0, x, b0), vfma(w1, x, b1), vfma(w2, x, b2), vfma(w3, x, b3)
+        x = vsplat(v[o2 + k])
+        c0, c1, c2, c3 = vfma(w0, x, c0), vfma(w1, x, c1), vfma(w2, x, c2), vfma(w3, x, c3)
+        x = vsplat(v[o3 + k])
+        d0, d1, d2, d3 = vfma(w0, x, d0), vfma(w1, x, d1), vfma(w2, x, d2), vfma(w3, x, d3)
+    return a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3
 
 
 @njit(inline="always")

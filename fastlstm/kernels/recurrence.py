@@ -22,7 +22,7 @@ range per thread, so each core streams (and keeps in its own L2) only its slice 
 import numpy as np
 from numba import njit, prange
 
-from .cell import gemv_slab, gemv_slab2, load_gates, store_gates, update_fast, update_general
+from .cell import gemm_4row, gemv_1, gemv_2blk, load_gates, store_gates, update_fast, update_general
 from .config import JIT, JIT_PARALLEL
 from .pack import (
     BLOCK,
@@ -48,32 +48,69 @@ from .simd import fptr
 
 
 @njit(**JIT)
-def project_rows(wbuf, m, x, xw, blk0, blk1):
-    """xw[:, blocks blk0..blk1] = b + x @ Wp for x (N, I) (or its (N*I,) flat view), xw (N, 4Hp). Block
-    by block (a block's (I, G) slab stays in cache while every row uses it), rows in pairs sharing each
-    weight load."""
-    I, N = m[M_I], xw.shape[0]
-    Hp4 = m[M_NBLK] * G
-    w, xp, out = fptr(wbuf), fptr(x), fptr(xw)
+def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1):
+    """out[orow[j], blocks blk0..blk1] (+)= v[rows[j]] @ slab, for the n rows j: every (row, block) pair
+    as one FMA chain over k (cell.py), starting from the value already in `out`.
+
+    w: the packed weights; slab_of: offset of block 0's (K, G) slab (block blk at slab_of + blk*K*G);
+    v: input rows (float32 pointer) of K floats, rows[j] the index of row j; out: gate rows (pointer),
+    orow[j] the offset of row j's 4Hp gate vector. Rows go in tiles of four per block (each weight load feeds 16
+    chains); leftover rows go one at a time, two blocks at a time (8 chains in flight)."""
+    n4 = n - n % 4
     for blk in range(blk0, blk1):
-        slab = m[M_WP] + blk * I * G
-        b0, b1, b2, b3 = load_gates(w, m[M_B] + blk * G)
-        for n in range(0, N - 1, 2):
-            s = gemv_slab2(w, slab, I, xp, n * I, (n + 1) * I, b0, b1, b2, b3, b0, b1, b2, b3)
-            store_gates(out, n * Hp4 + blk * G, s[0], s[1], s[2], s[3])
-            store_gates(out, (n + 1) * Hp4 + blk * G, s[4], s[5], s[6], s[7])
-        if N % 2:
-            s = gemv_slab(w, slab, I, xp, (N - 1) * I, b0, b1, b2, b3)
-            store_gates(out, (N - 1) * Hp4 + blk * G, s[0], s[1], s[2], s[3])
+        slab = slab_of + blk * K * G
+        for j in range(0, n4, 4):
+            o0, o1, o2, o3 = orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G, orow[j + 3] + blk * G
+            acc = (*load_gates(out, o0), *load_gates(out, o1), *load_gates(out, o2), *load_gates(out, o3))
+            s = gemm_4row(w, slab, K, v, rows[j] * K, rows[j + 1] * K, rows[j + 2] * K, rows[j + 3] * K, acc)
+            store_gates(out, o0, s[0], s[1], s[2], s[3])
+            store_gates(out, o1, s[4], s[5], s[6], s[7])
+            store_gates(out, o2, s[8], s[9], s[10], s[11])
+            store_gates(out, o3, s[12], s[13], s[14], s[15])
+    for j in range(n4, n):
+        for blk in range(blk0, blk1 - 1, 2):
+            o0, o1 = orow[j] + blk * G, orow[j] + (blk + 1) * G
+            a0, a1, a2, a3 = load_gates(out, o0)
+            b0, b1, b2, b3 = load_gates(out, o1)
+            s = gemv_2blk(w, slab_of + blk * K * G, slab_of + (blk + 1) * K * G, K, v, rows[j] * K,
+                          a0, a1, a2, a3, b0, b1, b2, b3)
+            store_gates(out, o0, s[0], s[1], s[2], s[3])
+            store_gates(out, o1, s[4], s[5], s[6], s[7])
+        if (blk1 - blk0) % 2:
+            blk = blk1 - 1
+            o0 = orow[j] + blk * G
+            a0, a1, a2, a3 = load_gates(out, o0)
+            s = gemv_1(w, slab_of + blk * K * G, K, v, rows[j] * K, a0, a1, a2, a3)
+            store_gates(out, o0, s[0], s[1], s[2], s[3])
+
+
+@njit(**JIT)
+def project_rows(wbuf, m, x, xw, rows, goff, n, blk0, blk1):
+    """Blocks blk0..blk1 of the gate vectors xw.flat[goff[j] : +4Hp] = b + x[rows[j]] @ Wp for the n rows
+    j, x (N, I) (or its flat view)."""
+    w, out = fptr(wbuf), fptr(xw)
+    for j in range(n):
+        for blk in range(blk0, blk1):
+            b0, b1, b2, b3 = load_gates(w, m[M_B] + blk * G)
+            store_gates(out, goff[j] + blk * G, b0, b1, b2, b3)
+    gates_add(w, m[M_WP], m[M_I], fptr(x), rows, out, goff, n, blk0, blk1)
+
+
+@njit(**JIT)
+def project_all(wbuf, m, x, xw, blk0, blk1):
+    """xw (N, 4Hp) = b + x (N, I) @ Wp, blocks blk0..blk1: run()'s input projection."""
+    N = xw.shape[0]
+    rows = np.arange(N)
+    project_rows(wbuf, m, x, xw, rows, rows * xw.shape[1], N, blk0, blk1)
 
 
 @njit(**JIT_PARALLEL)
 def project_parallel(wbuf, m, x, xw, threads):
-    """project_rows over all blocks, one contiguous range of blocks per thread."""
+    """project_all over all blocks, one contiguous range of blocks per thread."""
     nblk = m[M_NBLK]
     nth = max(1, min(threads, nblk))
     for tid in prange(nth):
-        project_rows(wbuf, m, x, xw, tid * nblk // nth, (tid + 1) * nblk // nth)
+        project_all(wbuf, m, x, xw, tid * nblk // nth, (tid + 1) * nblk // nth)
 
 
 @njit(**JIT)
@@ -94,40 +131,23 @@ def update_general_block(wbuf, m, xw, goff, blk, c, hc, r):
 @njit(**JIT)
 def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1):
     """One time step of blocks blk0..blk1 for the n active rows rows[:n]: gates = xw.flat[goff[j] + blk*G
-    ...] + Rp @ h[rows[j]], then the cell (c and hc of those rows and blocks). Rows go in pairs that
-    share each load of R. Reads h, never writes it (every block needs the previous h)."""
+    ...] + Rp @ h[rows[j]] (written back into xw), then the cell: c and hc of those rows and blocks.
+    Reads h, never writes it (every block needs the previous h)."""
     Hout, H, Hp = m[M_HOUT], m[M_H], hc.shape[1]
-    fast = m[M_FAST] != 0
-    w, gates, hp, cp, hcp = fptr(wbuf), fptr(xw), fptr(h), fptr(c), fptr(hc)
-    for blk in range(blk0, blk1):
-        slab = m[M_RP] + blk * Hout * G
-        unit0 = blk * BLOCK
-        units = min(BLOCK, H - unit0)
-        j = 0
-        while j < n:
-            r0 = rows[j]
-            g0 = goff[j] + blk * G
-            a0, a1, a2, a3 = load_gates(gates, g0)
-            if j + 1 < n:  # a pair: both rows share every load of R
-                r1 = rows[j + 1]
-                g1 = goff[j + 1] + blk * G
-                b0, b1, b2, b3 = load_gates(gates, g1)
-                a0, a1, a2, a3, b0, b1, b2, b3 = gemv_slab2(w, slab, Hout, hp, r0 * Hout, r1 * Hout,
-                                                            a0, a1, a2, a3, b0, b1, b2, b3)
-                if fast:
-                    update_fast(b0, b1, b2, b3, cp, r1 * H + unit0, units, hcp, r1 * Hp + unit0)
-                else:
-                    store_gates(gates, g1, b0, b1, b2, b3)
-                    update_general_block(wbuf, m, xw, g1, blk, c, hc, r1)
-                j += 1
-            else:
-                a0, a1, a2, a3 = gemv_slab(w, slab, Hout, hp, r0 * Hout, a0, a1, a2, a3)
-            if fast:
-                update_fast(a0, a1, a2, a3, cp, r0 * H + unit0, units, hcp, r0 * Hp + unit0)
-            else:
-                store_gates(gates, g0, a0, a1, a2, a3)
-                update_general_block(wbuf, m, xw, g0, blk, c, hc, r0)
-            j += 1
+    gates = fptr(xw)
+    gates_add(fptr(wbuf), m[M_RP], Hout, fptr(h), rows, gates, goff, n, blk0, blk1)
+    if m[M_FAST]:
+        cp, hcp = fptr(c), fptr(hc)
+        for j in range(n):
+            r = rows[j]
+            for blk in range(blk0, blk1):
+                a0, a1, a2, a3 = load_gates(gates, goff[j] + blk * G)
+                unit0 = blk * BLOCK
+                update_fast(a0, a1, a2, a3, cp, r * H + unit0, min(BLOCK, H - unit0), hcp, r * Hp + unit0)
+    else:
+        for j in range(n):
+            for blk in range(blk0, blk1):
+                update_general_block(wbuf, m, xw, goff[j] + blk * G, blk, c, hc, rows[j])
 
 
 @njit(**JIT)
@@ -137,7 +157,8 @@ def emit_rows(wbuf, m, hc, rows, n, h):
     for j in range(n):
         r = rows[j]
         if m[M_PROJ] < 0:
-            h[r, :] = hc[r, :H]
+            for k in range(H):
+                h[r, k] = hc[r, k]
             continue
         proj = wbuf[m[M_PROJ] : m[M_PROJ] + Hout * H].reshape((Hout, H))
         for k in range(Hout):
@@ -169,6 +190,15 @@ def active_rows(step, lens, reverse, row_stride, rows, goff, times):
 
 
 @njit(**JIT)
+def emit_y(h, rows, times, n, y):
+    """y[times[j], rows[j]] = h[rows[j]] for the n rows active at this step."""
+    for j in range(n):
+        r, t = rows[j], times[j]
+        for k in range(h.shape[1]):
+            y[t, r, k] = h[r, k]
+
+
+@njit(**JIT)
 def finish(lens, h, c, y):
     """ONNX: outputs past each row's length are 0; a length-0 row ends with a zero state."""
     T, B = y.shape[0], y.shape[1]
@@ -193,8 +223,7 @@ def run_serial(wbuf, m, xw, lens, h, c, y):
             break  # row_time is -1 for every later step too
         recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, 0, m[M_NBLK])
         emit_rows(wbuf, m, hc, rows, n, h)
-        for j in range(n):
-            y[times[j], rows[j], :] = h[rows[j]]
+        emit_y(h, rows, times, n, y)
     finish(lens, h, c, y)
 
 
@@ -215,20 +244,38 @@ def run_parallel(wbuf, m, xw, lens, h, c, y, threads):
         for tid in prange(nth):
             recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, tid * nblk // nth, (tid + 1) * nblk // nth)
         emit_rows(wbuf, m, hc, rows, n, h)
-        for j in range(n):
-            y[times[j], rows[j], :] = h[rows[j]]
+        emit_y(h, rows, times, n, y)
     finish(lens, h, c, y)
 
 
 @njit(**JIT)
+def step_fits(meta, x, h, c, scratch):
+    """True when the arrays have the shapes the step kernels index by: a forward-only stack of
+    meta.shape[0] layers, h (L, 1, B, Hout), c (L, 1, B, H), x (B*I0,), scratch >= scratch_size.
+    Checked here, in nanoseconds, so that step()'s Python side checks nothing on the common path."""
+    L, B = meta.shape[0], h.shape[2]
+    H, Hout, I0, nblk = meta[0, M_H], meta[0, M_HOUT], meta[0, M_I], meta[0, M_NBLK]
+    for l in range(L):
+        if meta[l, M_REVERSE] != 0:
+            return False
+    return (h.shape[0] == L and h.shape[1] == 1 and h.shape[3] == Hout
+            and c.shape[0] == L and c.shape[1] == 1 and c.shape[2] == B and c.shape[3] == H
+            and x.shape[0] == B * I0 and scratch.shape[0] >= 5 * B * nblk * BLOCK + 4 * B)
+
+
+@njit(**JIT)
 def step_views(meta, h, scratch):
-    """step()'s scratch as (gates (B, 4Hp), hc (B, Hp)) and its all-rows tables rows = 0..B-1, goff."""
+    """step()'s scratch as gates (B, 4Hp), hc (B, Hp) and the all-rows tables rows = 0..B-1 and
+    goff = rows * 4Hp (int64, in the scratch too: a step allocates nothing)."""
     B = h.shape[2]
     Hp = meta[0, M_NBLK] * BLOCK  # every layer has the same H
     gates = scratch[: B * 4 * Hp].reshape((B, 4 * Hp))
     hc = scratch[B * 4 * Hp : B * 5 * Hp].reshape((B, Hp))
-    rows = np.arange(B)
-    return gates, hc, rows, rows * (4 * Hp)
+    ints = scratch[B * 5 * Hp : B * 5 * Hp + 4 * B].view(np.int64)  # Hp is even: 8-byte aligned
+    rows, goff = ints[:B], ints[B:]
+    for r in range(B):
+        rows[r], goff[r] = r, r * 4 * Hp
+    return gates, hc, rows, goff
 
 
 @njit(**JIT)
@@ -237,23 +284,29 @@ def step_stack(wbuf, meta, x, h, c, scratch):
 
     x (B*I0,) frames   h (L, 1, B, Hout)   c (L, 1, B, H)   advanced in place
     scratch (>= 5 B Hp) float32 (scratch_size). Layer l reads layer l-1's new h as its input. The
-    output is the last layer's new h (the caller copies h[L-1, 0])."""
+    output is the last layer's new h (the caller copies h[L-1, 0]). Returns False, touching nothing,
+    when the shapes do not fit (step_fits)."""
+    if not step_fits(meta, x, h, c, scratch):
+        return False
     gates, hc, rows, goff = step_views(meta, h, scratch)
     B = h.shape[2]
     for l in range(meta.shape[0]):
         m = meta[l]
         if l == 0:
-            project_rows(wbuf, m, x, gates, 0, m[M_NBLK])
+            project_rows(wbuf, m, x, gates, rows, goff, B, 0, m[M_NBLK])
         else:
-            project_rows(wbuf, m, h[l - 1, 0], gates, 0, m[M_NBLK])
+            project_rows(wbuf, m, h[l - 1, 0], gates, rows, goff, B, 0, m[M_NBLK])
         recur_blocks(wbuf, m, gates, goff, rows, B, h[l, 0], c[l, 0], hc, 0, m[M_NBLK])
         emit_rows(wbuf, m, hc, rows, B, h[l, 0])
+    return True
 
 
 @njit(**JIT_PARALLEL)
 def step_parallel(wbuf, meta, x, h, c, scratch, threads):
     """step_stack with each layer's blocks split over `threads` threads (one parallel region per layer:
     a thread projects and steps its own blocks). Same per-block arithmetic: bit-identical."""
+    if not step_fits(meta, x, h, c, scratch):
+        return False
     gates, hc, rows, goff = step_views(meta, h, scratch)
     B = h.shape[2]
     for l in range(meta.shape[0]):
@@ -263,13 +316,15 @@ def step_parallel(wbuf, meta, x, h, c, scratch, threads):
         for tid in prange(nth):
             blk0, blk1 = tid * nblk // nth, (tid + 1) * nblk // nth
             if l == 0:
-                project_rows(wbuf, m, x, gates, blk0, blk1)
+                project_rows(wbuf, m, x, gates, rows, goff, B, blk0, blk1)
             else:
-                project_rows(wbuf, m, h[l - 1, 0], gates, blk0, blk1)
+                project_rows(wbuf, m, h[l - 1, 0], gates, rows, goff, B, blk0, blk1)
             recur_blocks(wbuf, m, gates, goff, rows, B, h[l, 0], c[l, 0], hc, blk0, blk1)
         emit_rows(wbuf, m, hc, rows, B, h[l, 0])
+    return True
 
 
 def scratch_size(meta, batch: int) -> int:
-    """Floats of scratch step_stack / step_parallel need for `batch` rows: gates (4Hp) + hc (Hp) each."""
-    return 5 * batch * int(meta[:, M_NBLK].max()) * BLOCK
+    """Floats of scratch step_stack / step_parallel need for `batch` rows: gates (4Hp) + hc (Hp) each,
+    and two int64 tables of `batch` entries."""
+    return 5 * batch * int(meta[:, M_NBLK].max()) * BLOCK + 4 * batch
