@@ -5,7 +5,7 @@
     pytest bench --benchmark-disable                 # smoke test: tiny sizes, each call runs once (CI)
 
 Benchmark groups are keyed by (mode, H, B, T, threads); members are the engines (fastlstm,
-onnxruntime, torch) and the roofline proxy (numpy R @ h over the same weight bytes). A peer that is
+onnxruntime, torch) and the roofline proxy (numpy BLAS over the same weight bytes). A peer that is
 not installed is skipped with the reason. The sweep: --bench-sizes / --bench-threads / --bench-batch
 (or FASTLSTM_BENCH_SIZES / _THREADS / _BATCH, comma separated); --bench-full (FASTLSTM_BENCH_FULL=1)
 runs the full sweep even under --benchmark-disable.

@@ -13,13 +13,13 @@ import numba
 import numpy as np
 
 from .kernels.config import JIT
-from .kernels.recurrence import step_stack
+from .kernels.recurrence import step_one
 
 _closed = None
 
 
 def closed_step_kernel():
-    """step_stack compiled for a batch-1 step: wbuf, meta (read-only, as pack_model makes them), x (I,)
+    """step_one compiled for a batch-1 step: wbuf, meta (read-only, as pack_model makes them), x (I,)
     float32 (writable or read-only), h and c (L, 1, 1, H*) float32 and a scratch vector, C-contiguous
     and writable. Built on first use (from numba's on-disk cache after the first run)."""
     global _closed
@@ -29,7 +29,7 @@ def closed_step_kernel():
         vec, state = np.zeros(16, np.float32), np.zeros((1, 1, 1, 16), np.float32)
         frozen = vec.copy()
         frozen.flags.writeable = False
-        closed = numba.njit(**JIT)(step_stack.py_func)
+        closed = numba.njit(**JIT)(step_one.py_func)
         for x in (vec, frozen):
             closed.compile(tuple(numba.typeof(a) for a in (wbuf, meta, x, state, state, vec)))
         closed.disable_compile()

@@ -125,6 +125,36 @@ def test_state_replaced_arrays_are_checked_every_step(eng):
     refused(eng.step, r"\.h: expected", x, st)
 
 
+def test_flat_batch_frame_is_not_a_batch_step(eng):
+    """A (B*I,) vector with a batch-B state is not a batch of frames (x_t is (I,) or (B, I))."""
+    st = eng.new_state(3)
+    refused(eng.step, r"expected shape \(7,\) or \(B, 7\), found \(21,\)|batch must match", np.zeros(3 * I, np.float32), st)
+
+
+@pytest.mark.parametrize("form", ["read-only", "strided", "float64", "list", "2-d batch of one"])
+def test_every_frame_form_gives_the_fast_path_result(eng, form):
+    """step()'s one-call path takes only float32 contiguous (I,) frames; every other form goes through
+    the checked path and must give the same numbers."""
+    x = np.random.default_rng(5).normal(size=I).astype(np.float32)
+    st_fast, st_other = eng.new_state(1), eng.new_state(1)
+    if form == "read-only":
+        other = x.copy()
+        other.flags.writeable = False
+    elif form == "strided":
+        other = np.repeat(x, 2)[::2]
+    elif form == "float64":
+        other = x.astype(np.float64)
+    elif form == "list":
+        other = x.tolist()
+    else:
+        other = x[None, :]
+    for _ in range(3):
+        y_fast = eng.step(x, st_fast)
+        y_other = eng.step(other, st_other)
+    np.testing.assert_array_equal(y_other.reshape(-1), y_fast)
+    np.testing.assert_array_equal(st_other.c, st_fast.c)
+
+
 def test_equal_but_non_native_dtype_is_accepted(eng):
     """The fast check compares dtypes by identity; an equal dtype object must still pass (slow path)."""
     st = eng.new_state(1)

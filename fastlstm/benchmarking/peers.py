@@ -101,7 +101,7 @@ class FastLSTM(Peer):
         import fastlstm
 
         fastlstm.set_num_threads(min(threads, _numba_limit()))
-        set_blas_threads(threads)  # fastlstm's input projection is a numpy (BLAS) GEMM
+        set_blas_threads(threads)  # fastlstm uses no BLAS; limited anyway so every row means the same
         self.engine = fastlstm.Engine(model.spec)
         self.batch = x.shape[1]
         self.x = np.ascontiguousarray(x)
@@ -207,29 +207,39 @@ class Torch(Peer):
 
 
 class Proxy(Peer):
-    """Roofline proxy: numpy `R @ h` over the same R bytes (4H x H float32) as one step of batch B."""
+    """Roofline proxy: numpy BLAS over the same weight bytes an LSTM reads, no cell arithmetic.
+
+    step(): [W | R] @ [x_t ; h] (4H x (I+H) float32, once per frame: what a streamed step must read).
+    run(): x @ W.T for the whole sequence (one GEMM) plus T products R @ h (the recurrence's reads).
+    """
 
     name = PROXY
     package = "numpy"
 
     def prepare(self, model, threads, x):
         set_blas_threads(threads)
-        self.T = x.shape[0]
-        self.R = np.ascontiguousarray(model.spec.layers[0][0].R)
-        self.h = np.ascontiguousarray(x[0, :, : self.R.shape[1]].T)  # (Hout, B)
-        if self.h.shape[1] == 1:
-            self.h = self.h[:, 0].copy()
+        ds = model.spec.layers[0][0]
+        self.T, B, I = x.shape
+        self.W = np.ascontiguousarray(ds.W)  # (4H, I)
+        self.R = np.ascontiguousarray(ds.R)  # (4H, Hout)
+        self.WR = np.ascontiguousarray(np.concatenate([ds.W, ds.R], axis=1))  # (4H, I + Hout)
+        self.xs = np.ascontiguousarray(x.reshape(-1, I))  # (T*B, I)
+        h = np.zeros((self.R.shape[1], B), np.float32)
+        self.h = h[:, 0].copy() if B == 1 else h  # (Hout,) or (Hout, B)
+        xh = np.concatenate([x[0].T, h])  # (I + Hout, B)
+        self.xh = np.ascontiguousarray(xh[:, 0] if B == 1 else xh)
 
     def reset(self):
         pass
 
     def step(self):
-        return self.R @ self.h
+        return self.WR @ self.xh
 
-    def run(self):  # T steps' worth of R @ h: the sequence's share of the roofline
+    def run(self):
+        xw = self.xs @ self.W.T
         for _ in range(self.T):
             y = self.R @ self.h
-        return y
+        return xw, y
 
 
 def make_peers(with_proxy: bool = True) -> dict[str, Peer]:

@@ -1,7 +1,7 @@
 """Turn results into the console table, report.md, results.json and the plot.
 
 Speedups are peer time / fastlstm time (above 1: fastlstm is faster). "x proxy" is fastlstm time /
-roofline-proxy time (numpy R @ h over the same weight bytes): near 1 means at the memory bound.
+roofline-proxy time (numpy BLAS over the same weight bytes, peers.Proxy): near 1 means at the memory bound.
 """
 
 from __future__ import annotations
@@ -247,11 +247,12 @@ def markdown(results: dict) -> str:
             f"block of ~{cfg['block_s'] * 1000:.0f} ms in a shuffled order, so machine drift hits all "
             "engines alike. "
             "results.json keeps the 25th/75th percentiles.",
-            "- threads=N: `fastlstm.set_num_threads(N)` and numpy's BLAS limited to N (fastlstm's input "
-            "projection is a numpy GEMM), ONNX Runtime `intra_op_num_threads=N`, `torch.set_num_threads(N)`. "
+            "- threads=N: `fastlstm.set_num_threads(N)` and numpy's BLAS limited to N (the proxy's), "
+            "ONNX Runtime `intra_op_num_threads=N`, `torch.set_num_threads(N)`. "
             "Engines keep their default thread-pool behaviour (e.g. ONNX Runtime's spinning workers).",
-            "- proxy: numpy `R @ h` (R is 4H x H float32, h the batch of states) timed the same way: what "
-            "streaming the recurrent weights once per step costs through BLAS, a roofline reference.",
+            "- proxy: numpy BLAS over the weight bytes the LSTM reads, timed the same way: per step "
+            "`[W | R] @ [x_t ; h]` (4H x (I+H) float32), per run one GEMM `x @ W.T` plus T products "
+            "`R @ h`. What streaming the weights costs with no cell arithmetic: a roofline reference.",
             "- Accuracy: max absolute difference from ONNX Runtime's `run` output on the same input; in step "
             "mode each engine steps through the sequence frame by frame.",
             ""]

@@ -301,6 +301,15 @@ def step_stack(wbuf, meta, x, h, c, scratch):
     return True
 
 
+@njit(**JIT)
+def step_one(wbuf, meta, x, h, c, scratch):
+    """step_stack for exactly one stream, x (I0,) and h (L, 1, 1, Hout): the closed fast path of
+    step() (fastcall.py). False, touching nothing, for any other shapes."""
+    if h.shape[2] != 1:
+        return False
+    return step_stack(wbuf, meta, x, h, c, scratch)
+
+
 @njit(**JIT_PARALLEL)
 def step_parallel(wbuf, meta, x, h, c, scratch, threads):
     """step_stack with each layer's blocks split over `threads` threads (one parallel region per layer:
