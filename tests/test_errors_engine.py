@@ -128,7 +128,8 @@ def test_state_replaced_arrays_are_checked_every_step(eng):
 def test_flat_batch_frame_is_not_a_batch_step(eng):
     """A (B*I,) vector with a batch-B state is not a batch of frames (x_t is (I,) or (B, I))."""
     st = eng.new_state(3)
-    refused(eng.step, r"expected shape \(7,\) or \(B, 7\), found \(21,\)|batch must match", np.zeros(3 * I, np.float32), st)
+    refused(eng.step, r"expected shape \(7,\) or \(B, 7\), found \(21,\)|batch must match",
+            np.zeros(3 * I, np.float32), st)
 
 
 @pytest.mark.parametrize("form", ["read-only", "strided", "float64", "list", "2-d batch of one"])

@@ -236,10 +236,10 @@ class Proxy(Peer):
         return self.WR @ self.xh
 
     def run(self):
-        xw = self.xs @ self.W.T
+        y = self.xs @ self.W.T
         for _ in range(self.T):
             y = self.R @ self.h
-        return xw, y
+        return y
 
 
 def make_peers(with_proxy: bool = True) -> dict[str, Peer]:
