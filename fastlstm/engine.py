@@ -55,9 +55,10 @@ class Engine:
                        for l, layer in enumerate(spec.layers)]
         self._step_parallel = spec.hidden_size >= PARALLEL_MIN_HIDDEN
         self.streamable = all(not pd.reverse for layer in self.layers for pd in layer)
-        # step()'s one-call path; engines big enough to step in parallel take the checked path, which
-        # reads the thread count (a few hundred ns, nothing next to their step)
-        self._fast_step = None if (self._step_parallel or not self.streamable) else closed_step_kernel()
+        # step()'s one-call path, built by the first step(); engines big enough to step in parallel take
+        # the checked path, which reads the thread count (a few hundred ns, nothing next to their step)
+        self._fast_step = None
+        self._fast_eligible = self.streamable and not self._step_parallel
         self._default_state = self.new_state(1)
         # The default stream is the one mutable part of an Engine: a second thread using it while one
         # already is gets an InputError. The guard is a one-token list used as a non-blocking try-lock:
@@ -156,6 +157,8 @@ class Engine:
         # this side checks nothing. Any other input, or a refusal, takes the checked path, which
         # says what is wrong or handles it (batches, other dtypes, first use of the scratch).
         fast = self._fast_step
+        if fast is None and self._fast_eligible:
+            fast = self._fast_step = closed_step_kernel()
         if fast is not None:
             try:
                 if fast(self._wbuf, self._meta, x_t, state.h, state.c, state._scratch):

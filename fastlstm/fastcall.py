@@ -20,18 +20,16 @@ _closed = None
 
 def closed_step_kernel():
     """step_one compiled for a batch-1 step: wbuf, meta (read-only, as pack_model makes them), x (I,)
-    float32 (writable or read-only), h and c (L, 1, 1, H*) float32 and a scratch vector, C-contiguous
-    and writable. Built on first use (from numba's on-disk cache after the first run)."""
+    float32, h and c (L, 1, 1, H*) float32 and a scratch vector, C-contiguous and writable. Built on
+    the first step() (~0.2 s from numba's on-disk cache, so a process that only runs never pays it);
+    one signature only, as each costs that much to load."""
     global _closed
     if _closed is None:
         wbuf, meta = np.zeros(16, np.float32), np.zeros((1, 16), np.int64)
         wbuf.flags.writeable = meta.flags.writeable = False
         vec, state = np.zeros(16, np.float32), np.zeros((1, 1, 1, 16), np.float32)
-        frozen = vec.copy()
-        frozen.flags.writeable = False
         closed = numba.njit(**JIT)(step_one.py_func)
-        for x in (vec, frozen):
-            closed.compile(tuple(numba.typeof(a) for a in (wbuf, meta, x, state, state, vec)))
+        closed.compile(tuple(numba.typeof(a) for a in (wbuf, meta, vec, state, state, vec)))
         closed.disable_compile()
         _closed = closed
     return _closed
