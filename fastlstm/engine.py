@@ -197,7 +197,7 @@ class Engine:
     def step_chunk(self, x, state: State | None = None):
         """Advance streams by a chunk of T frames in one call: x (T, I) -> y (T, Hout) for a batch-1 state,
         x (T, B, I) -> y (T, B, Hout) for a batch-B state. `state` is advanced in place (None: the default
-        stream). Same result as T step() calls (to float rounding: the input projection is one GEMM) at
+        stream). Bit for bit the result of T step() calls (one summation order in every kernel), at
         the cost of one run() on the chunk. T = 0 is allowed and changes nothing.
         """
         if state is None:
