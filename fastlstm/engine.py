@@ -188,9 +188,12 @@ class Engine:
         scratch = state.scratch(scratch_size(self._meta, B))
         threads = numba.get_num_threads() if self._step_parallel and B == 1 else 1
         if threads > 1:
-            step_parallel(self._wbuf, self._meta, x, state.h, state.c, scratch, threads)
+            stepped = step_parallel(self._wbuf, self._meta, x, state.h, state.c, scratch, threads)
         else:
-            step_stack(self._wbuf, self._meta, x, state.h, state.c, scratch)
+            stepped = step_stack(self._wbuf, self._meta, x, state.h, state.c, scratch)
+        if not stepped:  # check_state passed, so the kernel's own shape check cannot refuse
+            raise RuntimeError("fastlstm internal error: the step kernel refused shapes that check_state "
+                               "accepted; please report it")
         out = state.h[-1, 0].copy()
         return out[0] if squeeze else out
 
@@ -251,9 +254,6 @@ class Engine:
     def __repr__(self) -> str:
         return (f"Engine(input={self.input_size}, hidden={self.hidden_size}, output={self.output_size}, "
                 f"layers={self.num_layers}, directions={self.num_directions})")
-
-
-_F32 = np.dtype(np.float32)
 
 
 # run(): the per-step parallel region pays from this hidden size up (measured: 2 threads 0.7x at

@@ -13,7 +13,7 @@ Shapes (one layer-direction; Hp = H padded to whole blocks, nblk = Hp/BLOCK, G =
                                of each active row's gate vector in xw; times (B,) its time index
 
 One time step = recur_blocks (per block: R h + the cell, c and hc updated) then emit_rows (h from hc).
-Both modes run the same code on the same numbers: run() projects the whole sequence with project_rows
+Both modes run the same code on the same numbers: run() projects the whole sequence with project_all
 and then steps; step() projects its frame with project_rows and steps. That is why they agree bit for
 bit (the summation order is fixed in cell.py). Parallel drivers split the blocks into one contiguous
 range per thread, so each core streams (and keeps in its own L2) only its slice of W and R.
