@@ -24,10 +24,9 @@ from .state import State, check_state
 class PackedDirection:
     """One layer-direction: its row of the packed model's offset table (see kernels/pack.py)."""
 
-    __slots__ = ("row", "meta", "reverse")
+    __slots__ = ("meta", "reverse")
 
     def __init__(self, meta: np.ndarray, row: int, reverse: bool):
-        self.row = row
         self.meta = meta[row]  # (META_COLUMNS,) int64
         self.reverse = reverse
 

@@ -407,46 +407,28 @@ def test_error_projection_on_one_layer_only():
         from_torch(sd)
 
 
-def test_error_hidden_rows_not_multiple_of_4():
-    sd = _sd(Config(3, 4))
-    sd["weight_hh_l0"] = torch.zeros(15, 4)
-    with pytest.raises(ConversionError, match=r"weight_hh_l0: expected 4\*hidden_size rows.*\(15, 4\)"):
-        from_torch(sd)
+# One tensor of a valid state_dict replaced by a wrongly shaped one: (config, name, shape, message).
+_WRONG_SHAPES = {
+    "hidden rows not a multiple of 4": (Config(3, 4), "weight_hh_l0", (15, 4),
+                                        r"weight_hh_l0: expected 4\*hidden_size rows.*\(15, 4\)"),
+    "weight_hh not square per gate": (Config(3, 4), "weight_hh_l0", (16, 5),
+                                      r"expected shape \(16, 4\).*found \(16, 5\)"),
+    # layer 1 should take 2 directions x 4 = 8 inputs
+    "layer 1 input size": (Config(3, 4, num_layers=2, bidirectional=True), "weight_ih_l1", (16, 4),
+                           r"weight_ih_l1: expected shape \(16, 8\).*found \(16, 4\).*2 dir"),
+    "bias shape": (Config(3, 4), "bias_ih_l0", (12,), r"bias_ih_l0: expected shape \(16,\).*found \(12,\)"),
+    "wrong ndim": (Config(3, 4), "weight_ih_l0", (16, 3, 1), r"weight_ih_l0: expected a 2-D tensor"),
+    "reverse shape differs": (Config(3, 4, bidirectional=True), "weight_ih_l0_reverse", (16, 5),
+                              r"weight_ih_l0_reverse: expected shape \(16, 3\)"),
+}
 
 
-def test_error_weight_hh_not_square_per_gate():
-    sd = _sd(Config(3, 4))
-    sd["weight_hh_l0"] = torch.zeros(16, 5)
-    with pytest.raises(ConversionError, match=r"expected shape \(16, 4\).*found \(16, 5\)"):
-        from_torch(sd)
-
-
-def test_error_layer1_input_size_contradiction():
-    sd = _sd(Config(3, 4, num_layers=2, bidirectional=True))
-    sd["weight_ih_l1"] = torch.zeros(16, 4)  # should take 2 directions x 4 = 8 inputs
-    expected = r"weight_ih_l1: expected shape \(16, 8\).*found \(16, 4\).*2 dir"
+@pytest.mark.parametrize("case", list(_WRONG_SHAPES))
+def test_error_wrong_tensor_shape(case):
+    config, name, shape, expected = _WRONG_SHAPES[case]
+    sd = _sd(config)
+    sd[name] = torch.zeros(*shape)
     with pytest.raises(ConversionError, match=expected):
-        from_torch(sd)
-
-
-def test_error_bias_shape():
-    sd = _sd(Config(3, 4))
-    sd["bias_ih_l0"] = torch.zeros(12)
-    with pytest.raises(ConversionError, match=r"bias_ih_l0: expected shape \(16,\).*found \(12,\)"):
-        from_torch(sd)
-
-
-def test_error_wrong_ndim():
-    sd = _sd(Config(3, 4))
-    sd["weight_ih_l0"] = torch.zeros(16, 3, 1)
-    with pytest.raises(ConversionError, match=r"weight_ih_l0: expected a 2-D tensor"):
-        from_torch(sd)
-
-
-def test_error_reverse_shape_differs():
-    sd = _sd(Config(3, 4, bidirectional=True))
-    sd["weight_ih_l0_reverse"] = torch.zeros(16, 5)
-    with pytest.raises(ConversionError, match=r"weight_ih_l0_reverse: expected shape \(16, 3\)"):
         from_torch(sd)
 
 

@@ -114,18 +114,25 @@ def project_parallel(wbuf, m, x, xw, threads):
 
 
 @njit(**JIT)
-def update_general_block(wbuf, m, xw, goff, blk, c, hc, r):
-    """The general cell (any ONNX options) for block blk of row r, from the gates stored at
-    xw.flat[goff : goff+G]; float64 math in update_general."""
+def update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1):
+    """The general cell (any ONNX options) for blocks blk0..blk1 of the n rows rows[:n], from the gates
+    stored at xw.flat[goff[j] + blk*G ...]; float64 math in update_general. The parameter views are
+    built once per call, not per block."""
     H = m[M_H]
-    unit0 = blk * BLOCK
-    units = min(BLOCK, H - unit0)
     n_peep = 3 * H if m[M_PEEP] >= 0 else 0
     peep = wbuf[max(m[M_PEEP], 0) : max(m[M_PEEP], 0) + n_peep].reshape((n_peep // H, H))
     cellf = wbuf[m[M_CELLF] : m[M_CELLF] + CELLF]
-    acc = xw.reshape(xw.size)[goff : goff + G]
-    update_general(acc, BLOCK, units, c[r, unit0 : unit0 + units], hc[r, unit0 : unit0 + units], peep, unit0,
-                   n_peep > 0, cellf, m[M_FCODE : M_HCODE + 1], m[M_INPUT_FORGET] != 0)
+    codes = m[M_FCODE : M_HCODE + 1]
+    input_forget = m[M_INPUT_FORGET] != 0
+    gates = xw.reshape(xw.size)
+    for j in range(n):
+        r = rows[j]
+        for blk in range(blk0, blk1):
+            unit0 = blk * BLOCK
+            units = min(BLOCK, H - unit0)
+            g = goff[j] + blk * G
+            update_general(gates[g : g + G], BLOCK, units, c[r, unit0 : unit0 + units], hc[r, unit0 : unit0 + units],
+                           peep, unit0, n_peep > 0, cellf, codes, input_forget)
 
 
 @njit(**JIT)
@@ -145,22 +152,21 @@ def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1):
                 unit0 = blk * BLOCK
                 update_fast(a0, a1, a2, a3, cp, r * H + unit0, min(BLOCK, H - unit0), hcp, r * Hp + unit0)
     else:
-        for j in range(n):
-            for blk in range(blk0, blk1):
-                update_general_block(wbuf, m, xw, goff[j] + blk * G, blk, c, hc, rows[j])
+        update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1)
 
 
 @njit(**JIT)
 def emit_rows(wbuf, m, hc, rows, n, h):
     """h[r] (Hout,) = hc[r, :H] without a projection, proj (Hout, H) @ hc[r, :H] with one."""
     H, Hout = m[M_H], m[M_HOUT]
+    if m[M_PROJ] < 0:
+        for j in range(n):
+            for k in range(H):
+                h[rows[j], k] = hc[rows[j], k]
+        return
+    proj = wbuf[m[M_PROJ] : m[M_PROJ] + Hout * H].reshape((Hout, H))
     for j in range(n):
         r = rows[j]
-        if m[M_PROJ] < 0:
-            for k in range(H):
-                h[r, k] = hc[r, k]
-            continue
-        proj = wbuf[m[M_PROJ] : m[M_PROJ] + Hout * H].reshape((Hout, H))
         for k in range(Hout):
             acc = np.float32(0.0)
             for u in range(H):
@@ -249,6 +255,13 @@ def run_parallel(wbuf, m, xw, lens, h, c, y, threads):
 
 
 @njit(**JIT)
+def scratch_floats(nblk, batch):
+    """Floats of step scratch for `batch` rows (layout in step_views): gates (4Hp) + hc (Hp) per row,
+    then two int64 tables of `batch` entries (2 floats each)."""
+    return 5 * batch * nblk * BLOCK + 4 * batch
+
+
+@njit(**JIT)
 def step_fits(meta, x, h, c, scratch):
     """True when the arrays have the shapes the step kernels index by: a forward-only stack of
     meta.shape[0] layers, h (L, 1, B, Hout), c (L, 1, B, H), x (B*I0,), scratch >= scratch_size.
@@ -260,7 +273,7 @@ def step_fits(meta, x, h, c, scratch):
             return False
     return (h.shape[0] == L and h.shape[1] == 1 and h.shape[3] == Hout
             and c.shape[0] == L and c.shape[1] == 1 and c.shape[2] == B and c.shape[3] == H
-            and x.shape[0] == B * I0 and scratch.shape[0] >= 5 * B * nblk * BLOCK + 4 * B)
+            and x.shape[0] == B * I0 and scratch.shape[0] >= scratch_floats(nblk, B))
 
 
 @njit(**JIT)
@@ -279,25 +292,32 @@ def step_views(meta, h, scratch):
 
 
 @njit(**JIT)
+def step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, blk0, blk1):
+    """Blocks blk0..blk1 of layer l for every row: gates = b + W @ input (x for layer 0, else layer l-1's
+    new h), then R @ h and the cell. h and c are the whole stack's (L, 1, B, *) state."""
+    m = meta[l]
+    B = h.shape[2]
+    if l == 0:
+        project_rows(wbuf, m, x, gates, rows, goff, B, blk0, blk1)
+    else:
+        project_rows(wbuf, m, h[l - 1, 0], gates, rows, goff, B, blk0, blk1)
+    recur_blocks(wbuf, m, gates, goff, rows, B, h[l, 0], c[l, 0], hc, blk0, blk1)
+
+
+@njit(**JIT)
 def step_stack(wbuf, meta, x, h, c, scratch):
     """One frame through every layer (one direction each) for B rows; the whole step in one call.
 
     x (B*I0,) frames   h (L, 1, B, Hout)   c (L, 1, B, H)   advanced in place
-    scratch (>= 5 B Hp) float32 (scratch_size). Layer l reads layer l-1's new h as its input. The
+    scratch (>= scratch_floats) float32. Layer l reads layer l-1's new h as its input. The
     output is the last layer's new h (the caller copies h[L-1, 0]). Returns False, touching nothing,
     when the shapes do not fit (step_fits)."""
     if not step_fits(meta, x, h, c, scratch):
         return False
     gates, hc, rows, goff = step_views(meta, h, scratch)
-    B = h.shape[2]
     for l in range(meta.shape[0]):
-        m = meta[l]
-        if l == 0:
-            project_rows(wbuf, m, x, gates, rows, goff, B, 0, m[M_NBLK])
-        else:
-            project_rows(wbuf, m, h[l - 1, 0], gates, rows, goff, B, 0, m[M_NBLK])
-        recur_blocks(wbuf, m, gates, goff, rows, B, h[l, 0], c[l, 0], hc, 0, m[M_NBLK])
-        emit_rows(wbuf, m, hc, rows, B, h[l, 0])
+        step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, 0, meta[l, M_NBLK])
+        emit_rows(wbuf, meta[l], hc, rows, h.shape[2], h[l, 0])
     return True
 
 
@@ -317,23 +337,16 @@ def step_parallel(wbuf, meta, x, h, c, scratch, threads):
     if not step_fits(meta, x, h, c, scratch):
         return False
     gates, hc, rows, goff = step_views(meta, h, scratch)
-    B = h.shape[2]
     for l in range(meta.shape[0]):
-        m = meta[l]
-        nblk = m[M_NBLK]
+        nblk = meta[l, M_NBLK]
         nth = max(1, min(threads, nblk))
         for tid in prange(nth):
-            blk0, blk1 = tid * nblk // nth, (tid + 1) * nblk // nth
-            if l == 0:
-                project_rows(wbuf, m, x, gates, rows, goff, B, blk0, blk1)
-            else:
-                project_rows(wbuf, m, h[l - 1, 0], gates, rows, goff, B, blk0, blk1)
-            recur_blocks(wbuf, m, gates, goff, rows, B, h[l, 0], c[l, 0], hc, blk0, blk1)
-        emit_rows(wbuf, m, hc, rows, B, h[l, 0])
+            step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, tid * nblk // nth, (tid + 1) * nblk // nth)
+        emit_rows(wbuf, meta[l], hc, rows, h.shape[2], h[l, 0])
     return True
 
 
 def scratch_size(meta, batch: int) -> int:
-    """Floats of scratch step_stack / step_parallel need for `batch` rows: gates (4Hp) + hc (Hp) each,
-    and two int64 tables of `batch` entries."""
-    return 5 * batch * int(meta[:, M_NBLK].max()) * BLOCK + 4 * batch
+    """Floats of scratch step_stack / step_parallel need for `batch` rows (scratch_floats; every layer
+    has the same H)."""
+    return int(scratch_floats(meta[0, M_NBLK], batch))

@@ -172,8 +172,6 @@ def _binary(op):
     return vector_op
 
 
-vadd = _binary("fadd")
-vsub = _binary("fsub")
 vmul = _binary("fmul")
 vdiv = _binary("fdiv")
 
