@@ -11,7 +11,8 @@ from specs import random_spec, rel_error
 
 import fastlstm
 from fastlstm.kernels.activations import sigmoid_fast, tanh_fast
-from fastlstm.kernels.pack import BLOCK, pack_model, pack_rows, packed_index, padded_units, unpack_rows
+from fastlstm.kernels.pack import BLOCK, G, pack_model, pack_rows, packed_index, padded_units, unpack_rows
+from fastlstm.kernels.recurrence import gates_add
 from fastlstm.kernels.simd import fptr, vload_n, vstore_n
 
 TOL = 2e-5
@@ -29,6 +30,14 @@ def _apply(xs, which):
         v = vload_n(src, i, n)
         vstore_n(dst, i, tanh_fast(v) if which == 0 else sigmoid_fast(v), n)
     return out
+
+
+@njit(cache=False)
+def _gates_add(slabs, v, out, rows, blk0, blk1, down):
+    """gates_add over plain arrays: slabs (nblk*K*G,), v (rows, K), out (n, nblk*G) updated in place."""
+    n = rows.shape[0]
+    orow = np.arange(n) * out.shape[1]
+    gates_add(fptr(slabs), 0, v.shape[1], fptr(v), rows, fptr(out), orow, n, blk0, blk1, down)
 
 
 def _grid():
@@ -80,6 +89,29 @@ def test_packed_buffer_is_aligned_and_read_only():
     wbuf, meta = pack_model(spec)
     assert wbuf.ctypes.data % 64 == 0 and not wbuf.flags.writeable and not meta.flags.writeable
     assert meta.shape[0] == 4 and np.all(meta[:, :3] % 16 == 0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 6, 9])
+@pytest.mark.parametrize("blk0,blk1", [(0, 1), (0, 5), (1, 5), (2, 8), (3, 3)])
+def test_block_sweep_order_changes_no_bit(n, blk0, blk1):
+    """Drivers sweep the blocks down on every other step (cache reuse): each (row, block) result must be
+    the same FMA chain either way, and blocks outside blk0..blk1 untouched."""
+    rng = np.random.default_rng(n * 100 + blk0 * 10 + blk1)
+    nblk, K = 8, 37
+    slabs = rng.normal(size=nblk * K * G).astype(np.float32)
+    v = rng.normal(size=(n + 2, K)).astype(np.float32)
+    rows = rng.permutation(n + 2)[:n].astype(np.int64)
+    start = rng.normal(size=(n, nblk * G)).astype(np.float32)
+    up, down = start.copy(), start.copy()
+    _gates_add(slabs, v, up, rows, blk0, blk1, False)
+    _gates_add(slabs, v, down, rows, blk0, blk1, True)
+    np.testing.assert_array_equal(up, down)
+    inside = slice(blk0 * G, blk1 * G)
+    np.testing.assert_array_equal(np.delete(up, np.s_[inside], axis=1), np.delete(start, np.s_[inside], axis=1))
+    w = slabs.reshape(nblk, K, G).astype(np.float64)
+    products = [v[rows] @ w[b] for b in range(blk0, blk1)] or [np.zeros((n, 0))]
+    expect = start[:, inside] + np.hstack(products)
+    np.testing.assert_allclose(up[:, inside], expect, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("H", [1, 3, BLOCK, BLOCK + 1, 37, 64, 130])

@@ -47,17 +47,27 @@ from .pack import (
 from .simd import fptr
 
 
+@njit(inline="always")
+def serpentine(i, lo, hi, down):
+    """The i-th of lo..hi-1, counted from hi-1 when `down`: drivers sweep the blocks up on one step and
+    down on the next, so the weights the last sweep touched (still in L1/L2) are read first."""
+    return hi - 1 - i if down else lo + i
+
+
 @njit(**JIT)
-def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1):
+def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down):
     """out[orow[j], blocks blk0..blk1] (+)= v[rows[j]] @ slab, for the n rows j: every (row, block) pair
     as one FMA chain over k (cell.py), starting from the value already in `out`.
 
     w: the packed weights; slab_of: offset of block 0's (K, G) slab (block blk at slab_of + blk*K*G);
     v: input rows (float32 pointer) of K floats, rows[j] the index of row j; out: gate rows (pointer),
-    orow[j] the offset of row j's 4Hp gate vector. Rows go in tiles of four per block (each weight load feeds 16
-    chains); leftover rows go one at a time, two blocks at a time (8 chains in flight)."""
+    orow[j] the offset of row j's 4Hp gate vector; down: sweep the blocks from blk1-1 down (the order
+    of blocks changes which weights are cached, never a result). Rows go in tiles of four per block
+    (each weight load feeds 16 chains); leftover rows go one at a time, two blocks at a time (8 chains
+    in flight)."""
     n4 = n - n % 4
-    for blk in range(blk0, blk1):
+    for i in range(blk1 - blk0):
+        blk = serpentine(i, blk0, blk1, down)
         slab = slab_of + blk * K * G
         for j in range(0, n4, 4):
             o0, o1, o2, o3 = orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G, orow[j + 3] + blk * G
@@ -67,33 +77,35 @@ def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1):
             store_gates(out, o1, s[4], s[5], s[6], s[7])
             store_gates(out, o2, s[8], s[9], s[10], s[11])
             store_gates(out, o3, s[12], s[13], s[14], s[15])
+    pairs = (blk1 - blk0) // 2
     for j in range(n4, n):
-        for blk in range(blk0, blk1 - 1, 2):
-            o0, o1 = orow[j] + blk * G, orow[j] + (blk + 1) * G
-            a0, a1, a2, a3 = load_gates(out, o0)
-            b0, b1, b2, b3 = load_gates(out, o1)
-            s = gemv_2blk(w, slab_of + blk * K * G, slab_of + (blk + 1) * K * G, K, v, rows[j] * K,
-                          a0, a1, a2, a3, b0, b1, b2, b3)
-            store_gates(out, o0, s[0], s[1], s[2], s[3])
-            store_gates(out, o1, s[4], s[5], s[6], s[7])
-        if (blk1 - blk0) % 2:
-            blk = blk1 - 1
+        for p in range(pairs + (blk1 - blk0) % 2):  # pairs blk0, blk0+1, ...; then the odd last block
+            q = serpentine(p, 0, pairs + (blk1 - blk0) % 2, down)
+            blk = blk0 + 2 * q
             o0 = orow[j] + blk * G
             a0, a1, a2, a3 = load_gates(out, o0)
-            s = gemv_1(w, slab_of + blk * K * G, K, v, rows[j] * K, a0, a1, a2, a3)
-            store_gates(out, o0, s[0], s[1], s[2], s[3])
+            if q < pairs:
+                o1 = o0 + G
+                b0, b1, b2, b3 = load_gates(out, o1)
+                s = gemv_2blk(w, slab_of + blk * K * G, slab_of + (blk + 1) * K * G, K, v, rows[j] * K,
+                              a0, a1, a2, a3, b0, b1, b2, b3)
+                store_gates(out, o0, s[0], s[1], s[2], s[3])
+                store_gates(out, o1, s[4], s[5], s[6], s[7])
+            else:
+                s1 = gemv_1(w, slab_of + blk * K * G, K, v, rows[j] * K, a0, a1, a2, a3)
+                store_gates(out, o0, s1[0], s1[1], s1[2], s1[3])
 
 
 @njit(**JIT)
-def project_rows(wbuf, m, x, xw, rows, goff, n, blk0, blk1):
+def project_rows(wbuf, m, x, xw, rows, goff, n, blk0, blk1, down):
     """Blocks blk0..blk1 of the gate vectors xw.flat[goff[j] : +4Hp] = b + x[rows[j]] @ Wp for the n rows
-    j, x (N, I) (or its flat view)."""
+    j, x (N, I) (or its flat view); blocks swept down when `down` (gates_add)."""
     w, out = fptr(wbuf), fptr(xw)
     for j in range(n):
         for blk in range(blk0, blk1):
             b0, b1, b2, b3 = load_gates(w, m[M_B] + blk * G)
             store_gates(out, goff[j] + blk * G, b0, b1, b2, b3)
-    gates_add(w, m[M_WP], m[M_I], fptr(x), rows, out, goff, n, blk0, blk1)
+    gates_add(w, m[M_WP], m[M_I], fptr(x), rows, out, goff, n, blk0, blk1, down)
 
 
 @njit(**JIT)
@@ -101,7 +113,7 @@ def project_all(wbuf, m, x, xw, blk0, blk1):
     """xw (N, 4Hp) = b + x (N, I) @ Wp, blocks blk0..blk1: run()'s input projection."""
     N = xw.shape[0]
     rows = np.arange(N)
-    project_rows(wbuf, m, x, xw, rows, rows * xw.shape[1], N, blk0, blk1)
+    project_rows(wbuf, m, x, xw, rows, rows * xw.shape[1], N, blk0, blk1, False)
 
 
 @njit(**JIT_PARALLEL)
@@ -136,13 +148,13 @@ def update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1):
 
 
 @njit(**JIT)
-def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1):
+def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1, down):
     """One time step of blocks blk0..blk1 for the n active rows rows[:n]: gates = xw.flat[goff[j] + blk*G
     ...] + Rp @ h[rows[j]] (written back into xw), then the cell: c and hc of those rows and blocks.
-    Reads h, never writes it (every block needs the previous h)."""
+    Reads h, never writes it (every block needs the previous h). Blocks swept down when `down`."""
     Hout, H, Hp = m[M_HOUT], m[M_H], hc.shape[1]
     gates = fptr(xw)
-    gates_add(fptr(wbuf), m[M_RP], Hout, fptr(h), rows, gates, goff, n, blk0, blk1)
+    gates_add(fptr(wbuf), m[M_RP], Hout, fptr(h), rows, gates, goff, n, blk0, blk1, down)
     if m[M_FAST]:
         cp, hcp = fptr(c), fptr(hc)
         for j in range(n):
@@ -227,7 +239,7 @@ def run_serial(wbuf, m, xw, lens, h, c, y):
         n = active_rows(step, lens, reverse, xw.shape[2], rows, goff, times)
         if n == 0:
             break  # row_time is -1 for every later step too
-        recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, 0, m[M_NBLK])
+        recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, 0, m[M_NBLK], step % 2 == 1)
         emit_rows(wbuf, m, hc, rows, n, h)
         emit_y(h, rows, times, n, y)
     finish(lens, h, c, y)
@@ -248,7 +260,8 @@ def run_parallel(wbuf, m, xw, lens, h, c, y, threads):
         if n == 0:
             break
         for tid in prange(nth):
-            recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, tid * nblk // nth, (tid + 1) * nblk // nth)
+            recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, tid * nblk // nth, (tid + 1) * nblk // nth,
+                             step % 2 == 1)
         emit_rows(wbuf, m, hc, rows, n, h)
         emit_y(h, rows, times, n, y)
     finish(lens, h, c, y)
@@ -257,8 +270,8 @@ def run_parallel(wbuf, m, xw, lens, h, c, y, threads):
 @njit(**JIT)
 def scratch_floats(nblk, batch):
     """Floats of step scratch for `batch` rows (layout in step_views): gates (4Hp) + hc (Hp) per row,
-    then two int64 tables of `batch` entries (2 floats each)."""
-    return 5 * batch * nblk * BLOCK + 4 * batch
+    then int64 tables of `batch` entries twice and the sweep counter (2 floats per int64)."""
+    return 5 * batch * nblk * BLOCK + 4 * batch + 2
 
 
 @njit(**JIT)
@@ -278,30 +291,42 @@ def step_fits(meta, x, h, c, scratch):
 
 @njit(**JIT)
 def step_views(meta, h, scratch):
-    """step()'s scratch as gates (B, 4Hp), hc (B, Hp) and the all-rows tables rows = 0..B-1 and
-    goff = rows * 4Hp (int64, in the scratch too: a step allocates nothing)."""
+    """step()'s scratch as gates (B, 4Hp), hc (B, Hp), the all-rows tables rows = 0..B-1 and
+    goff = rows * 4Hp (int64, in the scratch too: a step allocates nothing), and whether this step sweeps
+    the blocks down (it alternates from call to call: see serpentine)."""
     B = h.shape[2]
     Hp = meta[0, M_NBLK] * BLOCK  # every layer has the same H
     gates = scratch[: B * 4 * Hp].reshape((B, 4 * Hp))
     hc = scratch[B * 4 * Hp : B * 5 * Hp].reshape((B, Hp))
-    ints = scratch[B * 5 * Hp : B * 5 * Hp + 4 * B].view(np.int64)  # Hp is even: 8-byte aligned
-    rows, goff = ints[:B], ints[B:]
+    ints = scratch[B * 5 * Hp : B * 5 * Hp + 4 * B + 2].view(np.int64)  # Hp is even: 8-byte aligned
+    rows, goff = ints[:B], ints[B : 2 * B]
     for r in range(B):
         rows[r], goff[r] = r, r * 4 * Hp
-    return gates, hc, rows, goff
+    ints[2 * B] = 1 if ints[2 * B] == 0 else 0  # any start will do: the order never changes a result
+    return gates, hc, rows, goff, ints[2 * B] == 1
+
+
+# Blocks per unit of the step's sweep: a unit projects its blocks (W) and then steps them (R), so the
+# weights of a block are read together and a down sweep meets them in reverse order of last use.
+STEP_CHUNK = 2
 
 
 @njit(**JIT)
-def step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, blk0, blk1):
+def step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, blk0, blk1, down):
     """Blocks blk0..blk1 of layer l for every row: gates = b + W @ input (x for layer 0, else layer l-1's
-    new h), then R @ h and the cell. h and c are the whole stack's (L, 1, B, *) state."""
+    new h), then R @ h and the cell, STEP_CHUNK blocks at a time, the chunks swept down when `down`.
+    h and c are the whole stack's (L, 1, B, *) state."""
     m = meta[l]
     B = h.shape[2]
-    if l == 0:
-        project_rows(wbuf, m, x, gates, rows, goff, B, blk0, blk1)
-    else:
-        project_rows(wbuf, m, h[l - 1, 0], gates, rows, goff, B, blk0, blk1)
-    recur_blocks(wbuf, m, gates, goff, rows, B, h[l, 0], c[l, 0], hc, blk0, blk1)
+    chunks = (blk1 - blk0 + STEP_CHUNK - 1) // STEP_CHUNK
+    for i in range(chunks):
+        b0 = blk0 + serpentine(i, 0, chunks, down) * STEP_CHUNK
+        b1 = min(b0 + STEP_CHUNK, blk1)
+        if l == 0:
+            project_rows(wbuf, m, x, gates, rows, goff, B, b0, b1, down)
+        else:
+            project_rows(wbuf, m, h[l - 1, 0], gates, rows, goff, B, b0, b1, down)
+        recur_blocks(wbuf, m, gates, goff, rows, B, h[l, 0], c[l, 0], hc, b0, b1, down)
 
 
 @njit(**JIT)
@@ -314,9 +339,9 @@ def step_stack(wbuf, meta, x, h, c, scratch):
     when the shapes do not fit (step_fits)."""
     if not step_fits(meta, x, h, c, scratch):
         return False
-    gates, hc, rows, goff = step_views(meta, h, scratch)
+    gates, hc, rows, goff, down = step_views(meta, h, scratch)
     for l in range(meta.shape[0]):
-        step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, 0, meta[l, M_NBLK])
+        step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, 0, meta[l, M_NBLK], down)
         emit_rows(wbuf, meta[l], hc, rows, h.shape[2], h[l, 0])
     return True
 
@@ -336,12 +361,13 @@ def step_parallel(wbuf, meta, x, h, c, scratch, threads):
     a thread projects and steps its own blocks). Same per-block arithmetic: bit-identical."""
     if not step_fits(meta, x, h, c, scratch):
         return False
-    gates, hc, rows, goff = step_views(meta, h, scratch)
+    gates, hc, rows, goff, down = step_views(meta, h, scratch)
     for l in range(meta.shape[0]):
         nblk = meta[l, M_NBLK]
         nth = max(1, min(threads, nblk))
         for tid in prange(nth):
-            step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, tid * nblk // nth, (tid + 1) * nblk // nth)
+            step_layer(wbuf, meta, l, x, h, c, gates, hc, rows, goff, tid * nblk // nth, (tid + 1) * nblk // nth,
+                       down)
         emit_rows(wbuf, meta[l], hc, rows, h.shape[2], h[l, 0])
     return True
 
