@@ -37,7 +37,8 @@ def _gates_add(slabs, v, out, rows, blk0, blk1, down):
     """gates_add over plain arrays: slabs (nblk*K*G,), v (rows, K), out (n, nblk*G) updated in place."""
     n = rows.shape[0]
     orow = np.arange(n) * out.shape[1]
-    gates_add(fptr(slabs), 0, v.shape[1], fptr(v), rows, fptr(out), orow, n, blk0, blk1, down)
+    dst = fptr(out)
+    gates_add(fptr(slabs), 0, v.shape[1], fptr(v), rows, dst, orow, n, blk0, blk1, down, -1, (False, dst, dst, 0, 0))
 
 
 def _grid():
@@ -91,13 +92,14 @@ def test_packed_buffer_is_aligned_and_read_only():
     assert meta.shape[0] == 4 and np.all(meta[:, :3] % 16 == 0)
 
 
-@pytest.mark.parametrize("n", [1, 3, 4, 6, 9])
+@pytest.mark.parametrize("n,K", [(1, 37), (3, 37), (4, 200), (6, 37), (9, 200), (263, 5)])
 @pytest.mark.parametrize("blk0,blk1", [(0, 1), (0, 5), (1, 5), (2, 8), (3, 3)])
-def test_block_sweep_order_changes_no_bit(n, blk0, blk1):
+def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1):
     """Drivers sweep the blocks down on every other step (cache reuse): each (row, block) result must be
-    the same FMA chain either way, and blocks outside blk0..blk1 untouched."""
+    the same FMA chain either way, and blocks outside blk0..blk1 untouched. K = 200 spans three pieces of
+    k (recurrence.KC) and n = 263 two row panels (PANEL) plus leftover rows."""
     rng = np.random.default_rng(n * 100 + blk0 * 10 + blk1)
-    nblk, K = 8, 37
+    nblk = 8
     slabs = rng.normal(size=nblk * K * G).astype(np.float32)
     v = rng.normal(size=(n + 2, K)).astype(np.float32)
     rows = rng.permutation(n + 2)[:n].astype(np.int64)

@@ -54,58 +54,99 @@ def serpentine(i, lo, hi, down):
     return hi - 1 - i if down else lo + i
 
 
+# The row-tile GEMM in gates_add works on panels of PANEL rows (their inputs stay in L2 while every block
+# passes over them) and, inside a block, on KC values of k at a time: a (KC, G) piece of the slab (24 KiB)
+# stays in L1 while every 4-row tile of the panel uses it. A chain's partial sum waits in `out` between
+# pieces as the same float32 it is in a register, so the chunking changes no bit.
+PANEL = 256
+KC = 96
+
+
+@njit(inline="always")
+def block_start(w, bias_of, out, o, blk):
+    """A block's starting gate vectors for one row: the bias (packed at bias_of) or the value in out[o:]."""
+    if bias_of >= 0:
+        return load_gates(w, bias_of + blk * G)
+    return load_gates(out, o)
+
+
+@njit(inline="always")
+def block_done(out, o, a0, a1, a2, a3, cell, r, blk):
+    """A block's finished gate sums for row r: with cell = (True, c, hc, H, Hp) straight through the
+    default cell (c and hc of row r updated, the gates never stored), with cell[0] False stored at out[o:]."""
+    fuse, cp, hcp, H, Hp = cell
+    if fuse:
+        unit0 = blk * BLOCK
+        update_fast(a0, a1, a2, a3, cp, r * H + unit0, min(BLOCK, H - unit0), hcp, r * Hp + unit0)
+    else:
+        store_gates(out, o, a0, a1, a2, a3)
+
+
 @njit(**JIT)
-def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down):
-    """out[orow[j], blocks blk0..blk1] (+)= v[rows[j]] @ slab, for the n rows j: every (row, block) pair
-    as one FMA chain over k (cell.py), starting from the value already in `out`.
+def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down, bias_of, cell):
+    """Gate sums of blocks blk0..blk1 for the n rows j: start + v[rows[j]] @ slab, every (row, block) pair
+    as one FMA chain over k (cell.py), then block_done (stored at out[orow[j] + blk*G ...] or through the
+    fused cell).
 
     w: the packed weights; slab_of: offset of block 0's (K, G) slab (block blk at slab_of + blk*K*G);
     v: input rows (float32 pointer) of K floats, rows[j] the index of row j; out: gate rows (pointer),
-    orow[j] the offset of row j's 4Hp gate vector; down: sweep the blocks from blk1-1 down (the order
-    of blocks changes which weights are cached, never a result). Rows go in tiles of four per block
-    (each weight load feeds 16 chains); leftover rows go one at a time, two blocks at a time (8 chains
-    in flight)."""
+    orow[j] the offset of row j's 4Hp gate vector; start: the packed bias at bias_of when bias_of >= 0,
+    else the value already in `out`; down: sweep the blocks from blk1-1 down (the order of blocks changes
+    which weights are cached, never a result). Rows go in tiles of four per block (each weight load feeds
+    16 chains), panel by panel and KC at a time; leftover rows go one at a time, two blocks at a time
+    (8 chains in flight)."""
     n4 = n - n % 4
-    for i in range(blk1 - blk0):
-        blk = serpentine(i, blk0, blk1, down)
-        slab = slab_of + blk * K * G
-        for j in range(0, n4, 4):
-            o0, o1, o2, o3 = orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G, orow[j + 3] + blk * G
-            acc = (*load_gates(out, o0), *load_gates(out, o1), *load_gates(out, o2), *load_gates(out, o3))
-            s = gemm_4row(w, slab, K, v, rows[j] * K, rows[j + 1] * K, rows[j + 2] * K, rows[j + 3] * K, acc)
-            store_gates(out, o0, s[0], s[1], s[2], s[3])
-            store_gates(out, o1, s[4], s[5], s[6], s[7])
-            store_gates(out, o2, s[8], s[9], s[10], s[11])
-            store_gates(out, o3, s[12], s[13], s[14], s[15])
+    for p0 in range(0, n4, PANEL):
+        p1 = min(p0 + PANEL, n4)
+        for i in range(blk1 - blk0):
+            blk = serpentine(i, blk0, blk1, down)
+            for k0 in range(0, K, KC):
+                kn = min(KC, K - k0)
+                slab = slab_of + (blk * K + k0) * G
+                for j in range(p0, p1, 4):
+                    o0, o1, o2, o3 = (orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G,
+                                      orow[j + 3] + blk * G)
+                    first = bias_of if k0 == 0 else -1  # later pieces go on from the partial sums in out
+                    acc = (*block_start(w, first, out, o0, blk), *block_start(w, first, out, o1, blk),
+                           *block_start(w, first, out, o2, blk), *block_start(w, first, out, o3, blk))
+                    s = gemm_4row(w, slab, kn, v, rows[j] * K + k0, rows[j + 1] * K + k0, rows[j + 2] * K + k0,
+                                  rows[j + 3] * K + k0, acc)
+                    if k0 + kn < K:  # a partial sum: parked in out until the next piece of k
+                        store_gates(out, o0, s[0], s[1], s[2], s[3])
+                        store_gates(out, o1, s[4], s[5], s[6], s[7])
+                        store_gates(out, o2, s[8], s[9], s[10], s[11])
+                        store_gates(out, o3, s[12], s[13], s[14], s[15])
+                    else:
+                        block_done(out, o0, s[0], s[1], s[2], s[3], cell, rows[j], blk)
+                        block_done(out, o1, s[4], s[5], s[6], s[7], cell, rows[j + 1], blk)
+                        block_done(out, o2, s[8], s[9], s[10], s[11], cell, rows[j + 2], blk)
+                        block_done(out, o3, s[12], s[13], s[14], s[15], cell, rows[j + 3], blk)
     pairs = (blk1 - blk0) // 2
+    units = pairs + (blk1 - blk0) % 2  # pairs blk0, blk0+1, ...; then the odd last block alone
     for j in range(n4, n):
-        for p in range(pairs + (blk1 - blk0) % 2):  # pairs blk0, blk0+1, ...; then the odd last block
-            q = serpentine(p, 0, pairs + (blk1 - blk0) % 2, down)
-            blk = blk0 + 2 * q
+        r = rows[j]
+        for p in range(units):
+            blk = blk0 + 2 * serpentine(p, 0, units, down)
             o0 = orow[j] + blk * G
-            a0, a1, a2, a3 = load_gates(out, o0)
-            if q < pairs:
-                o1 = o0 + G
-                b0, b1, b2, b3 = load_gates(out, o1)
-                s = gemv_2blk(w, slab_of + blk * K * G, slab_of + (blk + 1) * K * G, K, v, rows[j] * K,
+            a0, a1, a2, a3 = block_start(w, bias_of, out, o0, blk)
+            if blk + 1 < blk1:
+                b0, b1, b2, b3 = block_start(w, bias_of, out, o0 + G, blk + 1)
+                s = gemv_2blk(w, slab_of + blk * K * G, slab_of + (blk + 1) * K * G, K, v, r * K,
                               a0, a1, a2, a3, b0, b1, b2, b3)
-                store_gates(out, o0, s[0], s[1], s[2], s[3])
-                store_gates(out, o1, s[4], s[5], s[6], s[7])
+                block_done(out, o0, s[0], s[1], s[2], s[3], cell, r, blk)
+                block_done(out, o0 + G, s[4], s[5], s[6], s[7], cell, r, blk + 1)
             else:
-                s1 = gemv_1(w, slab_of + blk * K * G, K, v, rows[j] * K, a0, a1, a2, a3)
-                store_gates(out, o0, s1[0], s1[1], s1[2], s1[3])
+                s1 = gemv_1(w, slab_of + blk * K * G, K, v, r * K, a0, a1, a2, a3)
+                block_done(out, o0, s1[0], s1[1], s1[2], s1[3], cell, r, blk)
 
 
 @njit(**JIT)
 def project_rows(wbuf, m, x, xw, rows, goff, n, blk0, blk1, down):
     """Blocks blk0..blk1 of the gate vectors xw.flat[goff[j] : +4Hp] = b + x[rows[j]] @ Wp for the n rows
     j, x (N, I) (or its flat view); blocks swept down when `down` (gates_add)."""
-    w, out = fptr(wbuf), fptr(xw)
-    for j in range(n):
-        for blk in range(blk0, blk1):
-            b0, b1, b2, b3 = load_gates(w, m[M_B] + blk * G)
-            store_gates(out, goff[j] + blk * G, b0, b1, b2, b3)
-    gates_add(w, m[M_WP], m[M_I], fptr(x), rows, out, goff, n, blk0, blk1, down)
+    out = fptr(xw)
+    gates_add(fptr(wbuf), m[M_WP], m[M_I], fptr(x), rows, out, goff, n, blk0, blk1, down, m[M_B],
+              (False, out, out, 0, 0))
 
 
 @njit(**JIT)
@@ -150,20 +191,14 @@ def update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1):
 @njit(**JIT)
 def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1, down):
     """One time step of blocks blk0..blk1 for the n active rows rows[:n]: gates = xw.flat[goff[j] + blk*G
-    ...] + Rp @ h[rows[j]] (written back into xw), then the cell: c and hc of those rows and blocks.
+    ...] + Rp @ h[rows[j]], then the cell: c and hc of those rows and blocks. The default cell runs on the
+    gate sums in registers; the general one reads them back from xw (where they are stored for it).
     Reads h, never writes it (every block needs the previous h). Blocks swept down when `down`."""
-    Hout, H, Hp = m[M_HOUT], m[M_H], hc.shape[1]
+    fast = m[M_FAST] != 0
     gates = fptr(xw)
-    gates_add(fptr(wbuf), m[M_RP], Hout, fptr(h), rows, gates, goff, n, blk0, blk1, down)
-    if m[M_FAST]:
-        cp, hcp = fptr(c), fptr(hc)
-        for j in range(n):
-            r = rows[j]
-            for blk in range(blk0, blk1):
-                a0, a1, a2, a3 = load_gates(gates, goff[j] + blk * G)
-                unit0 = blk * BLOCK
-                update_fast(a0, a1, a2, a3, cp, r * H + unit0, min(BLOCK, H - unit0), hcp, r * Hp + unit0)
-    else:
+    gates_add(fptr(wbuf), m[M_RP], m[M_HOUT], fptr(h), rows, gates, goff, n, blk0, blk1, down, -1,
+              (fast, fptr(c), fptr(hc), m[M_H], hc.shape[1]))
+    if not fast:
         update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1)
 
 
