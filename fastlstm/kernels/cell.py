@@ -90,7 +90,7 @@ def store_gates(buf, off, a0, a1, a2, a3):
     vstore(buf, off + 48, a3)
 
 
-@njit(inline="always")
+@njit(**JIT)
 def update_fast(a_i, a_f, a_g, a_o, c, coff, units, hc, hoff):
     """Default cell (sigmoid/tanh/tanh) for one block: c[coff : coff+units] updated in place,
     hc[hoff : hoff+16] = o * tanh(c) (lanes past `units` are padding, never read as state)."""

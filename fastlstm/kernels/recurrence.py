@@ -44,7 +44,7 @@ from .pack import (
     M_WP,
     G,
 )
-from .simd import fptr
+from .simd import fptr, fptr_strided, vload, vload_n, vstore, vstore_n
 
 
 @njit(inline="always")
@@ -188,7 +188,7 @@ def update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1):
                            peep, unit0, n_peep > 0, cellf, codes, input_forget)
 
 
-@njit(**JIT)
+@njit(inline="always")
 def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1, down):
     """One time step of blocks blk0..blk1 for the n active rows rows[:n]: gates = xw.flat[goff[j] + blk*G
     ...] + Rp @ h[rows[j]], then the cell: c and hc of those rows and blocks. The default cell runs on the
@@ -202,14 +202,24 @@ def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1, down):
         update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1)
 
 
-@njit(**JIT)
+@njit(inline="always")
+def copy_floats(src, soff, dst, doff, n):
+    """dst[doff : doff+n] = src[soff : soff+n] (float32 pointers), 16 lanes at a time."""
+    full = n - n % 16
+    for k in range(0, full, 16):
+        vstore(dst, doff + k, vload(src, soff + k))
+    if full < n:
+        vstore_n(dst, doff + full, vload_n(src, soff + full, n - full), n - full)
+
+
+@njit(inline="always")
 def emit_rows(wbuf, m, hc, rows, n, h):
     """h[r] (Hout,) = hc[r, :H] without a projection, proj (Hout, H) @ hc[r, :H] with one."""
     H, Hout = m[M_H], m[M_HOUT]
     if m[M_PROJ] < 0:
+        src, dst = fptr(hc), fptr(h)
         for j in range(n):
-            for k in range(H):
-                h[rows[j], k] = hc[rows[j], k]
+            copy_floats(src, rows[j] * hc.shape[1], dst, rows[j] * Hout, H)
         return
     proj = wbuf[m[M_PROJ] : m[M_PROJ] + Hout * H].reshape((Hout, H))
     for j in range(n):
@@ -229,7 +239,7 @@ def row_time(step, length, reverse):
     return length - 1 - step if reverse else step
 
 
-@njit(**JIT)
+@njit(inline="always")
 def active_rows(step, lens, reverse, row_stride, rows, goff, times):
     """Compact the rows active at `step` into rows/times/goff (goff = flat offset of xw[t, r]); their count."""
     B = lens.shape[0]
@@ -242,13 +252,16 @@ def active_rows(step, lens, reverse, row_stride, rows, goff, times):
     return n
 
 
-@njit(**JIT)
+@njit(inline="always")
 def emit_y(h, rows, times, n, y):
-    """y[times[j], rows[j]] = h[rows[j]] for the n rows active at this step."""
+    """y[times[j], rows[j]] = h[rows[j]] for the n rows active at this step. y may be a strided view (one
+    direction's slice of the output) but its rows must be contiguous, as run() makes them."""
+    if y.strides[2] != 4:
+        raise ValueError("emit_y: y's last axis must be contiguous float32")
+    src, dst = fptr(h), fptr_strided(y)
+    Hout, st, sb = h.shape[1], y.strides[0] // 4, y.strides[1] // 4
     for j in range(n):
-        r, t = rows[j], times[j]
-        for k in range(h.shape[1]):
-            y[t, r, k] = h[r, k]
+        copy_floats(src, rows[j] * Hout, dst, times[j] * st + rows[j] * sb, Hout)
 
 
 @njit(**JIT)

@@ -61,11 +61,19 @@ def fptr(typingctx, arr):
     outlive every use of the pointer (the caller's reference keeps it alive)."""
     if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.layout == "C"):
         raise TypingError(f"fptr: expected a C-contiguous float32 array, got {arr}")
+    return FloatPtr(arr), _data_pointer
 
-    def codegen(context, builder, sig, args):
-        return context.make_array(sig.args[0])(context, builder, args[0]).data
 
-    return FloatPtr(arr), codegen
+@intrinsic
+def fptr_strided(typingctx, arr):
+    """fptr for a float32 array of any layout (a strided view): the caller indexes it by its strides."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32):
+        raise TypingError(f"fptr_strided: expected a float32 array, got {arr}")
+    return FloatPtr(arr), _data_pointer
+
+
+def _data_pointer(context, builder, sig, args):
+    return context.make_array(sig.args[0])(context, builder, args[0]).data
 
 
 def _splat(builder, scalar, vecty):
