@@ -3,12 +3,21 @@ shared machine (other jobs, frequency changes) hits all candidates alike. Report
 
 A block is `n` back-to-back calls timed together (n calibrated so a block lasts ~block_s); one
 sample = block time / n. The median over rounds is the figure; p25/p75 show the spread.
+
+Before every block the timer waits until the process's other threads are quiet (`settle`): the
+engines' thread pools spin for a while after their last call (OpenBLAS ~0.1 s, ONNX Runtime
+tens of ms, GNU OpenMP a few ms), and a pool spinning on a core the next engine needs turns its
+multi-threaded calls into scheduler-slice stalls (milliseconds per call on 2 cores). After the
+wait, a quarter of the block's calls run untimed first: every engine's first calls after an idle
+gap are slow (up to ~3x for the first one on a VM).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +56,50 @@ class Candidate:
     first_output: object = None  # what the first (warm-up) call returned
 
 
+_TASKS = "/proc/self/task"
+
+
+def _other_threads_cpu_s() -> float | None:
+    """CPU seconds used so far by this process's threads other than the calling one (Linux)."""
+    me, total = str(threading.get_native_id()), 0
+    try:
+        tids = os.listdir(_TASKS)
+    except OSError:
+        return None
+    for tid in tids:
+        if tid == me:
+            continue
+        try:
+            with open(f"{_TASKS}/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])  # ns on a CPU
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended, or no schedstat: count it as quiet
+    return total * 1e-9
+
+
+def settle(max_s: float = 0.5, window_s: float = 0.005, busy: float = 0.1, fallback_s: float = 0.15) -> float:
+    """Wait until the other threads of this process (idle engines' spinning pools) use less than
+    `busy` of a core over `window_s`, at most max_s. Without /proc, sleep fallback_s.
+    Returns the seconds waited."""
+    t0 = time.perf_counter()
+    last = _other_threads_cpu_s()
+    if last is None:
+        time.sleep(fallback_s)
+        return fallback_s
+    while time.perf_counter() - t0 < max_s:
+        time.sleep(window_s)
+        now = _other_threads_cpu_s()
+        if now - last < busy * window_s:
+            break
+        last = now
+    return time.perf_counter() - t0
+
+
 def _time_block(c: Candidate, n: int) -> float:
+    settle()
     with c.context():
+        for _ in range(n // 4):  # after the idle wait the first calls run cold (an idle vCPU waking, caches)
+            c.fn()
         t0 = time.perf_counter()
         for _ in range(n):
             c.fn()

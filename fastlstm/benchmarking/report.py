@@ -249,7 +249,9 @@ def markdown(results: dict) -> str:
             "results.json keeps the 25th/75th percentiles.",
             "- threads=N: `fastlstm.set_num_threads(N)` and numpy's BLAS limited to N (the proxy's), "
             "ONNX Runtime `intra_op_num_threads=N`, `torch.set_num_threads(N)`. "
-            "Engines keep their default thread-pool behaviour (e.g. ONNX Runtime's spinning workers).",
+            "Engines keep their default thread-pool behaviour (e.g. ONNX Runtime's spinning workers), "
+            "but before every block the timer waits until the other engines' pools have stopped "
+            "spinning, so an idle engine does not hold a core the timed one needs.",
             "- proxy: numpy BLAS over the weight bytes the LSTM reads, timed the same way: per step "
             "`[W | R] @ [x_t ; h]` (4H x (I+H) float32), per run one GEMM `x @ W.T` plus T products "
             "`R @ h`. What streaming the weights costs with no cell arithmetic: a roofline reference.",
