@@ -117,13 +117,14 @@ class Engine:
             final = state.copy()
         layer_input = x3
         Hp4 = 4 * self.padded_hidden
-        threads = _run_threads(self.hidden_size)
+        threads = _run_threads(self.hidden_size, B)
         xw = np.empty((T, B, Hp4), dtype=np.float32)  # input projection, reused by every direction
         for l, layer in enumerate(self.layers):
             out = np.empty((T, B, self.num_directions * self.output_size), dtype=np.float32)
             for d, pd in enumerate(layer):
                 y_dir = out[:, :, d * self.output_size : (d + 1) * self.output_size]
-                self._project(pd, layer_input.reshape(T * B, -1), xw.reshape(T * B, Hp4), threads)
+                rows = layer_input.reshape(T * B, -1)
+                self._project(pd, rows, xw.reshape(T * B, Hp4), _project_threads(rows.shape[0], rows.shape[1], Hp4))
                 if threads > 1:
                     run_parallel(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir, threads)
                 else:
@@ -255,14 +256,24 @@ class Engine:
                 f"layers={self.num_layers}, directions={self.num_directions})")
 
 
-# run(): the per-step parallel region pays from this hidden size up (measured: 2 threads 0.7x at
-# H=256, 1.2x at 384, 1.6x at 512; docs/performance.md)
+# The per-step parallel region pays once a step has the work of a batch-1 step at this hidden size
+# (measured at B=1: 2 threads 0.7x at H=256, 1.2x at 384, 1.6x at 512; docs/performance.md). A batch of
+# B rows does B times the work per step: B * H^2 >= PARALLEL_MIN_HIDDEN^2.
 PARALLEL_MIN_HIDDEN = 384
+# The input projection is one parallel region for the whole sequence: worth it from ~20 MFLOP (~150 µs).
+PARALLEL_MIN_PROJECT_FLOP = 20_000_000
 
 
-def _run_threads(hidden_size: int) -> int:
+def _run_threads(hidden_size: int, batch: int) -> int:
     """Threads run() gives the recurrence: 1 below the measured crossover, else all it may use."""
-    if hidden_size < PARALLEL_MIN_HIDDEN:
+    if batch * hidden_size * hidden_size < PARALLEL_MIN_HIDDEN * PARALLEL_MIN_HIDDEN:
+        return 1
+    return numba.get_num_threads()
+
+
+def _project_threads(rows: int, inputs: int, gates: int) -> int:
+    """Threads for the input projection xw (rows, gates) = x (rows, inputs) @ W."""
+    if 2 * rows * inputs * gates < PARALLEL_MIN_PROJECT_FLOP:
         return 1
     return numba.get_num_threads()
 
