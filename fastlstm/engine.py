@@ -117,14 +117,15 @@ class Engine:
             final = state.copy()
         layer_input = x3
         Hp4 = 4 * self.padded_hidden
-        threads = _run_threads(self.hidden_size, B)
+        threads = _threads_for(B * self.hidden_size**2, PARALLEL_MIN_HIDDEN**2)  # for the recurrence
         xw = np.empty((T, B, Hp4), dtype=np.float32)  # input projection, reused by every direction
         for l, layer in enumerate(self.layers):
             out = np.empty((T, B, self.num_directions * self.output_size), dtype=np.float32)
+            rows = layer_input.reshape(T * B, -1)
+            project_threads = _threads_for(2 * rows.size * Hp4, PARALLEL_MIN_PROJECT_FLOP)
             for d, pd in enumerate(layer):
                 y_dir = out[:, :, d * self.output_size : (d + 1) * self.output_size]
-                rows = layer_input.reshape(T * B, -1)
-                self._project(pd, rows, xw.reshape(T * B, Hp4), _project_threads(rows.shape[0], rows.shape[1], Hp4))
+                self._project(pd, rows, xw.reshape(T * B, Hp4), project_threads)
                 if threads > 1:
                     run_parallel(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir, threads)
                 else:
@@ -264,18 +265,9 @@ PARALLEL_MIN_HIDDEN = 384
 PARALLEL_MIN_PROJECT_FLOP = 20_000_000
 
 
-def _run_threads(hidden_size: int, batch: int) -> int:
-    """Threads run() gives the recurrence: 1 below the measured crossover, else all it may use."""
-    if batch * hidden_size * hidden_size < PARALLEL_MIN_HIDDEN * PARALLEL_MIN_HIDDEN:
-        return 1
-    return numba.get_num_threads()
-
-
-def _project_threads(rows: int, inputs: int, gates: int) -> int:
-    """Threads for the input projection xw (rows, gates) = x (rows, inputs) @ W."""
-    if 2 * rows * inputs * gates < PARALLEL_MIN_PROJECT_FLOP:
-        return 1
-    return numba.get_num_threads()
+def _threads_for(work: int, crossover: int) -> int:
+    """1 below the measured crossover, else every thread run() may use."""
+    return 1 if work < crossover else numba.get_num_threads()
 
 
 def _zero_state(_x, state: State) -> None:

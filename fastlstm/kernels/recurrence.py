@@ -103,10 +103,10 @@ def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down, bias_of, c
             for k0 in range(0, K, KC):
                 kn = min(KC, K - k0)
                 slab = slab_of + (blk * K + k0) * G
+                first = bias_of if k0 == 0 else -1  # later pieces go on from the partial sums in out
                 for j in range(p0, p1, 4):
                     o0, o1, o2, o3 = (orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G,
                                       orow[j + 3] + blk * G)
-                    first = bias_of if k0 == 0 else -1  # later pieces go on from the partial sums in out
                     acc = (*block_start(w, first, out, o0, blk), *block_start(w, first, out, o1, blk),
                            *block_start(w, first, out, o2, blk), *block_start(w, first, out, o3, blk))
                     s = gemm_4row(w, slab, kn, v, rows[j] * K + k0, rows[j + 1] * K + k0, rows[j + 2] * K + k0,
@@ -121,12 +121,11 @@ def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down, bias_of, c
                         block_done(out, o1, s[4], s[5], s[6], s[7], cell, rows[j + 1], blk)
                         block_done(out, o2, s[8], s[9], s[10], s[11], cell, rows[j + 2], blk)
                         block_done(out, o3, s[12], s[13], s[14], s[15], cell, rows[j + 3], blk)
-    pairs = (blk1 - blk0) // 2
-    units = pairs + (blk1 - blk0) % 2  # pairs blk0, blk0+1, ...; then the odd last block alone
+    slots = (blk1 - blk0 + 1) // 2  # pairs blk0, blk0+1, ...; then the odd last block alone
     for j in range(n4, n):
         r = rows[j]
-        for p in range(units):
-            blk = blk0 + 2 * serpentine(p, 0, units, down)
+        for p in range(slots):
+            blk = blk0 + 2 * serpentine(p, 0, slots, down)
             o0 = orow[j] + blk * G
             a0, a1, a2, a3 = block_start(w, bias_of, out, o0, blk)
             if blk + 1 < blk1:
@@ -255,9 +254,7 @@ def active_rows(step, lens, reverse, row_stride, rows, goff, times):
 @njit(inline="always")
 def emit_y(h, rows, times, n, y):
     """y[times[j], rows[j]] = h[rows[j]] for the n rows active at this step. y may be a strided view (one
-    direction's slice of the output) but its rows must be contiguous, as run() makes them."""
-    if y.strides[2] != 4:
-        raise ValueError("emit_y: y's last axis must be contiguous float32")
+    direction's slice of the output) but its rows must be contiguous (run_tables checks it)."""
     src, dst = fptr(h), fptr_strided(y)
     Hout, st, sb = h.shape[1], y.strides[0] // 4, y.strides[1] // 4
     for j in range(n):
@@ -276,14 +273,23 @@ def finish(lens, h, c, y):
             c[b, :] = 0.0
 
 
+@njit(inline="always")
+def run_tables(m, xw, y):
+    """The run drivers' per-call work arrays: rows, goff, times (B,) int64 for active_rows and hc (B, Hp);
+    and the one check of y's layout that emit_y relies on."""
+    if y.strides[2] != 4:
+        raise ValueError("run: y's last axis must be contiguous float32")
+    B = xw.shape[1]
+    hc = np.zeros((B, m[M_NBLK] * BLOCK), np.float32)
+    return np.empty(B, np.int64), np.empty(B, np.int64), np.empty(B, np.int64), hc
+
+
 @njit(**JIT)
 def run_serial(wbuf, m, xw, lens, h, c, y):
     """One layer-direction over the sequence on the calling thread, from xw (T, B, 4Hp) (consumed)."""
-    T, B = xw.shape[0], xw.shape[1]
     reverse = m[M_REVERSE] != 0
-    rows, goff, times = np.empty(B, np.int64), np.empty(B, np.int64), np.empty(B, np.int64)
-    hc = np.zeros((B, m[M_NBLK] * BLOCK), np.float32)
-    for step in range(T):
+    rows, goff, times, hc = run_tables(m, xw, y)
+    for step in range(xw.shape[0]):
         n = active_rows(step, lens, reverse, xw.shape[2], rows, goff, times)
         if n == 0:
             break  # row_time is -1 for every later step too
@@ -297,19 +303,17 @@ def run_serial(wbuf, m, xw, lens, h, c, y):
 def run_parallel(wbuf, m, xw, lens, h, c, y, threads):
     """run_serial with each time step's blocks split over `threads` threads (one parallel region per
     step; the caller passes numba.get_num_threads(), reading it here would defeat the cache)."""
-    T, B = xw.shape[0], xw.shape[1]
     reverse = m[M_REVERSE] != 0
     nblk = m[M_NBLK]
     nth = max(1, min(threads, nblk))
-    rows, goff, times = np.empty(B, np.int64), np.empty(B, np.int64), np.empty(B, np.int64)
-    hc = np.zeros((B, nblk * BLOCK), np.float32)
-    for step in range(T):
+    rows, goff, times, hc = run_tables(m, xw, y)
+    for step in range(xw.shape[0]):
         n = active_rows(step, lens, reverse, xw.shape[2], rows, goff, times)
         if n == 0:
             break
         for tid in prange(nth):
             recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, tid * nblk // nth, (tid + 1) * nblk // nth,
-                             step % 2 == 1)
+                         step % 2 == 1)
         emit_rows(wbuf, m, hc, rows, n, h)
         emit_y(h, rows, times, n, y)
     finish(lens, h, c, y)
