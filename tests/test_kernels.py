@@ -92,12 +92,17 @@ def test_packed_buffer_is_aligned_and_read_only():
     assert meta.shape[0] == 4 and np.all(meta[:, :3] % 16 == 0)
 
 
-@pytest.mark.parametrize("n,K", [(1, 37), (3, 37), (4, 200), (6, 37), (9, 200), (263, 5)])
+# n covers every tile mix (tile_rows): 1-3 rows alone, 4 = one 4-row tile, 6, 8 = 4 + 4, 9 = 4 + 4 + 1,
+# 11 = 6 + 4 + 1, 263 = two panels of 6-row tiles, a 4-row tile and a leftover. K = 300 spans three pieces
+# of k (recurrence.KC).
+TILE_CASES = [(1, 37), (3, 37), (4, 300), (6, 37), (8, 300), (9, 37), (11, 300), (263, 5)]
+
+
+@pytest.mark.parametrize("n,K", TILE_CASES)
 @pytest.mark.parametrize("blk0,blk1", [(0, 1), (0, 5), (1, 5), (2, 8), (3, 3)])
 def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1):
     """Drivers sweep the blocks down on every other step (cache reuse): each (row, block) result must be
-    the same FMA chain either way, and blocks outside blk0..blk1 untouched. K = 200 spans three pieces of
-    k (recurrence.KC) and n = 263 two row panels (PANEL) plus leftover rows."""
+    the same FMA chain either way, and blocks outside blk0..blk1 untouched."""
     rng = np.random.default_rng(n * 100 + blk0 * 10 + blk1)
     nblk = 8
     slabs = rng.normal(size=nblk * K * G).astype(np.float32)
@@ -114,6 +119,23 @@ def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1):
     products = [v[rows] @ w[b] for b in range(blk0, blk1)] or [np.zeros((n, 0))]
     expect = start[:, inside] + np.hstack(products)
     np.testing.assert_allclose(up[:, inside], expect, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n,K", TILE_CASES)
+def test_row_tiles_change_no_bit(n, K):
+    """A row's gate sums must not depend on the tile that computed it (6-row, 4-row or alone): the same
+    FMA chain in each. This is what lets a batch and a single stream, or run() and step(), agree bit for bit."""
+    rng = np.random.default_rng(n * 7 + K)
+    nblk = 5
+    slabs = rng.normal(size=nblk * K * G).astype(np.float32)
+    v = rng.normal(size=(n, K)).astype(np.float32)
+    start = rng.normal(size=(n, nblk * G)).astype(np.float32)
+    together = start.copy()
+    _gates_add(slabs, v, together, np.arange(n, dtype=np.int64), 0, nblk, False)
+    for r in range(n):
+        alone = start[r : r + 1].copy()
+        _gates_add(slabs, v, alone, np.array([r], np.int64), 0, nblk, False)
+        np.testing.assert_array_equal(together[r], alone[0])
 
 
 @pytest.mark.parametrize("H", [1, 3, BLOCK, BLOCK + 1, 37, 64, 130])

@@ -12,6 +12,8 @@ the order inside a chain, so a result does not depend on which tile produced it:
     gemv_1     one input row, one block        4 chains (leftovers)
     gemv_2blk  one input row, two blocks       8 chains: enough in flight to hide FMA latency
     gemm_4row  four input rows, one block     16 chains sharing every weight load (GEMM speed)
+    gemm_6row  six input rows, one block      24 chains: 29 of the 32 vector registers, the most
+                                              FMAs per weight load without spilling
 """
 
 import numpy as np
@@ -74,6 +76,31 @@ def gemm_4row(w, off, K, v, o0, o1, o2, o3, acc):
         x = vsplat(v[o3 + k])
         d0, d1, d2, d3 = vfma(w0, x, d0), vfma(w1, x, d1), vfma(w2, x, d2), vfma(w3, x, d3)
     return a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3
+
+
+@njit(inline="always")
+def gemm_6row(w, off, K, v, o0, o1, o2, o3, o4, o5, acc):
+    """gemm_4row for six input rows; acc is the 24-tuple of starting vectors, row r's gates at acc[4r : 4r+4]."""
+    a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, e0, e1, e2, e3, f0, f1, f2, f3 = acc
+    for k in range(K):
+        row = off + k * G
+        w0 = vload(w, row)
+        w1 = vload(w, row + 16)
+        w2 = vload(w, row + 32)
+        w3 = vload(w, row + 48)
+        x = vsplat(v[o0 + k])
+        a0, a1, a2, a3 = vfma(w0, x, a0), vfma(w1, x, a1), vfma(w2, x, a2), vfma(w3, x, a3)
+        x = vsplat(v[o1 + k])
+        b0, b1, b2, b3 = vfma(w0, x, b0), vfma(w1, x, b1), vfma(w2, x, b2), vfma(w3, x, b3)
+        x = vsplat(v[o2 + k])
+        c0, c1, c2, c3 = vfma(w0, x, c0), vfma(w1, x, c1), vfma(w2, x, c2), vfma(w3, x, c3)
+        x = vsplat(v[o3 + k])
+        d0, d1, d2, d3 = vfma(w0, x, d0), vfma(w1, x, d1), vfma(w2, x, d2), vfma(w3, x, d3)
+        x = vsplat(v[o4 + k])
+        e0, e1, e2, e3 = vfma(w0, x, e0), vfma(w1, x, e1), vfma(w2, x, e2), vfma(w3, x, e3)
+        x = vsplat(v[o5 + k])
+        f0, f1, f2, f3 = vfma(w0, x, f0), vfma(w1, x, f1), vfma(w2, x, f2), vfma(w3, x, f3)
+    return a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, e0, e1, e2, e3, f0, f1, f2, f3
 
 
 @njit(inline="always")

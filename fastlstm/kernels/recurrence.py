@@ -22,7 +22,7 @@ range per thread, so each core streams (and keeps in its own L2) only its slice 
 import numpy as np
 from numba import njit, prange
 
-from .cell import gemm_4row, gemv_1, gemv_2blk, load_gates, store_gates, update_fast, update_general
+from .cell import gemm_4row, gemm_6row, gemv_1, gemv_2blk, load_gates, store_gates, update_fast, update_general
 from .config import JIT, JIT_PARALLEL
 from .pack import (
     BLOCK,
@@ -55,11 +55,12 @@ def serpentine(i, lo, hi, down):
 
 
 # The row-tile GEMM in gates_add works on panels of PANEL rows (their inputs stay in L2 while every block
-# passes over them) and, inside a block, on KC values of k at a time: a (KC, G) piece of the slab (24 KiB)
-# stays in L1 while every 4-row tile of the panel uses it. A chain's partial sum waits in `out` between
-# pieces as the same float32 it is in a register, so the chunking changes no bit.
-PANEL = 256
-KC = 96
+# passes over them) and, inside a block, on KC values of k at a time: a (KC, G) piece of the slab (32 KiB)
+# stays in L1 while every tile of the panel uses it. A chain's partial sum waits in `out` between pieces
+# as the same float32 it is in a register, so the chunking changes no bit. PANEL is a multiple of 6 and 4
+# (the tile heights); KC = 128 measured 5-10% faster than 96 or 192 with 6-row tiles (docs/performance.md).
+PANEL = 252
+KC = 128
 
 
 @njit(inline="always")
@@ -82,6 +83,59 @@ def block_done(out, o, a0, a1, a2, a3, cell, r, blk):
         store_gates(out, o, a0, a1, a2, a3)
 
 
+@njit(inline="always")
+def piece_done(out, o, a0, a1, a2, a3, partial, cell, r, blk):
+    """A tile row's gate sums after one piece of k: parked in out[o:] when more pieces follow, else block_done."""
+    if partial:
+        store_gates(out, o, a0, a1, a2, a3)
+    else:
+        block_done(out, o, a0, a1, a2, a3, cell, r, blk)
+
+
+@njit(inline="always")
+def tile_6rows(w, slab, kn, v, K, k0, rows, j, out, orow, blk, first, partial, cell):
+    """Rows j..j+5 of block blk over k = k0..k0+kn (gemm_6row), started from `first` (block_start)."""
+    o0, o1, o2 = orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G
+    o3, o4, o5 = orow[j + 3] + blk * G, orow[j + 4] + blk * G, orow[j + 5] + blk * G
+    acc = (*block_start(w, first, out, o0, blk), *block_start(w, first, out, o1, blk),
+           *block_start(w, first, out, o2, blk), *block_start(w, first, out, o3, blk),
+           *block_start(w, first, out, o4, blk), *block_start(w, first, out, o5, blk))
+    s = gemm_6row(w, slab, kn, v, rows[j] * K + k0, rows[j + 1] * K + k0, rows[j + 2] * K + k0,
+                  rows[j + 3] * K + k0, rows[j + 4] * K + k0, rows[j + 5] * K + k0, acc)
+    piece_done(out, o0, s[0], s[1], s[2], s[3], partial, cell, rows[j], blk)
+    piece_done(out, o1, s[4], s[5], s[6], s[7], partial, cell, rows[j + 1], blk)
+    piece_done(out, o2, s[8], s[9], s[10], s[11], partial, cell, rows[j + 2], blk)
+    piece_done(out, o3, s[12], s[13], s[14], s[15], partial, cell, rows[j + 3], blk)
+    piece_done(out, o4, s[16], s[17], s[18], s[19], partial, cell, rows[j + 4], blk)
+    piece_done(out, o5, s[20], s[21], s[22], s[23], partial, cell, rows[j + 5], blk)
+
+
+@njit(inline="always")
+def tile_4rows(w, slab, kn, v, K, k0, rows, j, out, orow, blk, first, partial, cell):
+    """tile_6rows for rows j..j+3 (gemm_4row)."""
+    o0, o1, o2, o3 = orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G, orow[j + 3] + blk * G
+    acc = (*block_start(w, first, out, o0, blk), *block_start(w, first, out, o1, blk),
+           *block_start(w, first, out, o2, blk), *block_start(w, first, out, o3, blk))
+    s = gemm_4row(w, slab, kn, v, rows[j] * K + k0, rows[j + 1] * K + k0, rows[j + 2] * K + k0,
+                  rows[j + 3] * K + k0, acc)
+    piece_done(out, o0, s[0], s[1], s[2], s[3], partial, cell, rows[j], blk)
+    piece_done(out, o1, s[4], s[5], s[6], s[7], partial, cell, rows[j + 1], blk)
+    piece_done(out, o2, s[8], s[9], s[10], s[11], partial, cell, rows[j + 2], blk)
+    piece_done(out, o3, s[12], s[13], s[14], s[15], partial, cell, rows[j + 3], blk)
+
+
+@njit(inline="always")
+def tile_rows(n):
+    """How n rows split into tiles: rows 0..n6 in 6-row tiles, the next n4 in 4-row tiles, the 0 or 1 (2 or 3
+    when n < 4) left over one at a time. Trading one 6-row tile for 4-row ones avoids 2-3 leftovers (B = 8:
+    4 + 4, not 6 + 1 + 1)."""
+    n6 = n - n % 6
+    if n - n6 in (2, 3) and n6 >= 6:
+        n6 -= 6
+    n4 = (n - n6) - (n - n6) % 4
+    return n6, n4
+
+
 @njit(**JIT)
 def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down, bias_of, cell):
     """Gate sums of blocks blk0..blk1 for the n rows j: start + v[rows[j]] @ slab, every (row, block) pair
@@ -92,37 +146,27 @@ def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down, bias_of, c
     v: input rows (float32 pointer) of K floats, rows[j] the index of row j; out: gate rows (pointer),
     orow[j] the offset of row j's 4Hp gate vector; start: the packed bias at bias_of when bias_of >= 0,
     else the value already in `out`; down: sweep the blocks from blk1-1 down (the order of blocks changes
-    which weights are cached, never a result). Rows go in tiles of four per block (each weight load feeds
-    16 chains), panel by panel and KC at a time; leftover rows go one at a time, two blocks at a time
-    (8 chains in flight)."""
-    n4 = n - n % 4
-    for p0 in range(0, n4, PANEL):
-        p1 = min(p0 + PANEL, n4)
+    which weights are cached, never a result). Rows go in tiles of six or four per block (each weight load
+    feeds 24 or 16 chains; tile_rows), panel by panel and KC at a time; leftover rows go one at a time, two
+    blocks at a time (8 chains in flight)."""
+    n6, n4 = tile_rows(n)
+    p0 = 0
+    while p0 < n6 + n4:  # the last panel takes the (at most 8) rows of 4-row tiles too: one more sweep
+        p1 = p0 + PANEL if p0 + PANEL < n6 else n6 + n4  # over the blocks would stream R again each step
         for i in range(blk1 - blk0):
             blk = serpentine(i, blk0, blk1, down)
             for k0 in range(0, K, KC):
                 kn = min(KC, K - k0)
                 slab = slab_of + (blk * K + k0) * G
                 first = bias_of if k0 == 0 else -1  # later pieces go on from the partial sums in out
-                for j in range(p0, p1, 4):
-                    o0, o1, o2, o3 = (orow[j] + blk * G, orow[j + 1] + blk * G, orow[j + 2] + blk * G,
-                                      orow[j + 3] + blk * G)
-                    acc = (*block_start(w, first, out, o0, blk), *block_start(w, first, out, o1, blk),
-                           *block_start(w, first, out, o2, blk), *block_start(w, first, out, o3, blk))
-                    s = gemm_4row(w, slab, kn, v, rows[j] * K + k0, rows[j + 1] * K + k0, rows[j + 2] * K + k0,
-                                  rows[j + 3] * K + k0, acc)
-                    if k0 + kn < K:  # a partial sum: parked in out until the next piece of k
-                        store_gates(out, o0, s[0], s[1], s[2], s[3])
-                        store_gates(out, o1, s[4], s[5], s[6], s[7])
-                        store_gates(out, o2, s[8], s[9], s[10], s[11])
-                        store_gates(out, o3, s[12], s[13], s[14], s[15])
-                    else:
-                        block_done(out, o0, s[0], s[1], s[2], s[3], cell, rows[j], blk)
-                        block_done(out, o1, s[4], s[5], s[6], s[7], cell, rows[j + 1], blk)
-                        block_done(out, o2, s[8], s[9], s[10], s[11], cell, rows[j + 2], blk)
-                        block_done(out, o3, s[12], s[13], s[14], s[15], cell, rows[j + 3], blk)
+                partial = k0 + kn < K
+                for j in range(p0, min(p1, n6), 6):
+                    tile_6rows(w, slab, kn, v, K, k0, rows, j, out, orow, blk, first, partial, cell)
+                for j in range(max(p0, n6), p1, 4):
+                    tile_4rows(w, slab, kn, v, K, k0, rows, j, out, orow, blk, first, partial, cell)
+        p0 = p1
     slots = (blk1 - blk0 + 1) // 2  # pairs blk0, blk0+1, ...; then the odd last block alone
-    for j in range(n4, n):
+    for j in range(n6 + n4, n):
         r = rows[j]
         for p in range(slots):
             blk = blk0 + 2 * serpentine(p, 0, slots, down)
