@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,6 +20,33 @@ SNAPSHOT_MAGIC = b"FLSTMST\x00"
 SNAPSHOT_VERSION = 1
 _HEADER = struct.Struct("<8s8I")
 _LE_F32 = np.dtype("<f4")
+
+
+class _Header(NamedTuple):
+    layers: int
+    directions: int
+    batch: int
+    hidden: int
+    output: int
+    crc: int
+    total: int  # the snapshot's size in bytes, header included, as the header announces it
+
+
+def _parse_header(head, where: str) -> _Header:
+    """Check the 40 header bytes of a snapshot (FormatError naming `where` if they are not one we wrote).
+    Allocates nothing: the sizes are Python ints, so absurd products cannot overflow."""
+    if len(head) < _HEADER.size:
+        raise FormatError(f"{where}: only {len(head)} bytes (the header alone is {_HEADER.size})")
+    magic, version, L, D, B, H, Hout, crc, reserved = _HEADER.unpack_from(head)
+    if magic != SNAPSHOT_MAGIC:
+        raise FormatError(f"{where}: bad magic (not a fastlstm state)")
+    if version != SNAPSHOT_VERSION:
+        raise FormatError(f"{where}: version {version} is not supported (this fastlstm reads "
+                          f"version {SNAPSHOT_VERSION})")
+    if min(L, B, H, Hout) < 1 or D not in (1, 2) or reserved != 0:
+        raise FormatError(f"{where}: invalid header (layers={L}, directions={D}, batch={B}, "
+                          f"hidden={H}, output={Hout}, reserved={reserved})")
+    return _Header(L, D, B, H, Hout, crc, _HEADER.size + 4 * L * D * B * (Hout + H))
 
 
 class State:
@@ -138,26 +167,10 @@ class State:
             view = memoryview(data).cast("B")
         except TypeError as exc:
             raise FormatError(f"state snapshot: expected bytes, got {type(data).__name__}") from exc
-        if len(view) < _HEADER.size:
-            raise FormatError(f"state snapshot: only {len(view)} bytes (the header alone is {_HEADER.size})")
-        magic, version, L, D, B, H, Hout, crc, reserved = _HEADER.unpack_from(view)
-        if magic != SNAPSHOT_MAGIC:
-            raise FormatError("state snapshot: bad magic (not a fastlstm state)")
-        if version != SNAPSHOT_VERSION:
-            raise FormatError(f"state snapshot: version {version} is not supported (this fastlstm reads "
-                              f"version {SNAPSHOT_VERSION})")
-        if min(L, B, H, Hout) < 1 or D not in (1, 2) or reserved != 0:
-            raise FormatError(f"state snapshot: invalid header (layers={L}, directions={D}, batch={B}, "
-                              f"hidden={H}, output={Hout}, reserved={reserved})")
-        n_h, n_c = L * D * B * Hout, L * D * B * H
-        expected = _HEADER.size + 4 * (n_h + n_c)
-        if len(view) != expected:
-            raise FormatError(f"state snapshot: {len(view)} bytes, the header announces {expected}")
-        payload = view[_HEADER.size:]
-        if zlib.crc32(payload) != crc:
-            raise FormatError("state snapshot: CRC-32 mismatch (corrupted or tampered bytes)")
-        values = np.frombuffer(payload, dtype=_LE_F32).astype(np.float32)  # native order, owned copy
-        return cls(values[:n_h].reshape(L, D, B, Hout).copy(), values[n_h:].reshape(L, D, B, H).copy())
+        header = _parse_header(view[:_HEADER.size], "state snapshot")
+        if len(view) != header.total:
+            raise FormatError(f"state snapshot: {len(view)} bytes, the header announces {header.total}")
+        return cls._from_payload(view[_HEADER.size:], header, "state snapshot")
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to_bytes() to `path` atomically (a temporary file renamed into place)."""
@@ -165,9 +178,44 @@ class State:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> State:
-        """Read a file written by save(). Raises FormatError for bad content, OSError if unreadable."""
-        with open(path, "rb") as f:
-            return cls.from_bytes(f.read())
+        """Read a file written by save().
+
+        Reads the 40-byte header, checks it, then reads exactly the payload it announces and one byte more
+        to make sure the file ends there; nothing larger than the file is ever allocated. Raises FormatError
+        for bad content (as from_bytes) and for a path that is not a regular file (a FIFO would block,
+        /dev/zero never ends, a directory has no bytes); OSError (FileNotFoundError, PermissionError, ...)
+        if the file cannot be opened."""
+        path = os.fspath(path)
+        where = f"state snapshot {os.fsdecode(path)!r}"
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise FormatError(f"{where}: not a regular file")
+        # O_NONBLOCK: should the path become a FIFO after the stat above, open() returns at once and the
+        # fstat below refuses it (regular files ignore the flag).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as f:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise FormatError(f"{where}: not a regular file")
+            header = _parse_header(f.read(_HEADER.size), where)
+            if info.st_size != header.total:  # before reading the payload: the header may announce any size
+                raise FormatError(f"{where}: {info.st_size} bytes, the header announces {header.total}")
+            payload = f.read(header.total - _HEADER.size)
+            if len(payload) != header.total - _HEADER.size or f.read(1):  # the file changed under us
+                raise FormatError(f"{where}: the file no longer holds the {header.total} bytes the header "
+                                  f"announces (changed while being read)")
+        return cls._from_payload(payload, header, where)
+
+    @classmethod
+    def _from_payload(cls, payload, header: _Header, where: str) -> State:
+        """The State of a payload of exactly the size `header` announces (checked by the caller)."""
+        if zlib.crc32(payload) != header.crc:
+            raise FormatError(f"{where}: CRC-32 mismatch (corrupted or tampered bytes)")
+        L, D, B, H, Hout = header.layers, header.directions, header.batch, header.hidden, header.output
+        n_h = L * D * B * Hout
+        # astype: a native-order, owned, writable copy; one per array, so a load allocates the payload once
+        h = np.frombuffer(payload, dtype=_LE_F32, count=n_h).astype(np.float32)
+        c = np.frombuffer(payload, dtype=_LE_F32, offset=4 * n_h).astype(np.float32)
+        return cls(h.reshape(L, D, B, Hout), c.reshape(L, D, B, H))
 
     # ---- kernel scratch (performance only) -------------------------------------------------------
     # step() needs a few float32 work buffers per call; they live here so a step allocates nothing.

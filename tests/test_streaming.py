@@ -227,6 +227,152 @@ def test_snapshot_refuses_bad_bytes(tmp_path):
     assert np.array_equal(restored.h, st.h) and np.array_equal(restored.c, st.c)
 
 
+def _load_in_thread(path, seconds=10.0):
+    """State.load(path) in a daemon thread: -> the exception it raised (a blocked load fails the test)."""
+    outcome = []
+
+    def target():
+        try:
+            State.load(path)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001  (handed to the test)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"State.load({path!r}) still running after {seconds} s"
+    return outcome[0]
+
+
+def test_snapshot_load_refuses_what_is_not_a_regular_file(tmp_path):
+    """A directory, a FIFO (open() would block) and /dev/zero (read() would never end) are FormatErrors
+    raised at once; a missing file stays an OSError."""
+    paths = [tmp_path]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.state")
+        paths.append(tmp_path / "pipe.state")
+    if os.path.exists("/dev/zero"):
+        paths.append("/dev/zero")
+    for path in paths:
+        exc = _load_in_thread(path)
+        assert isinstance(exc, FormatError) and "not a regular file" in str(exc), (path, exc)
+    with pytest.raises(FileNotFoundError):
+        State.load(tmp_path / "missing.state")
+
+
+def test_snapshot_load_reads_no_more_than_the_header_announces(tmp_path):
+    """The header is read and checked first: a file whose header announces more or less than the file
+    holds is refused before its payload is read (nothing near the file's size is allocated)."""
+    import struct
+
+    good = State.zeros(2, 1, 3, 5, 4).to_bytes()
+    fields = list(struct.unpack_from("<8s8I", good))
+    big = 2**32 - 1
+    fields[2:7] = [big, 2, big, big, big]  # every size at its maximum: ~2**100 bytes announced
+    huge_header = struct.pack("<8s8I", *fields) + good[40:]
+    cases = {
+        "huge sizes": (huge_header, 0, rf"{len(good)} bytes, the header announces {40 + 4 * big * 2 * big * 2 * big}"),
+        "trailing 64 MiB": (good, 64 << 20, rf"{len(good) + (64 << 20)} bytes, the header announces {len(good)}"),
+        "truncated": (good[:-1], 0, rf"{len(good) - 1} bytes, the header announces {len(good)}"),
+    }
+    path = tmp_path / "s.state"
+    for what, (blob, extra, match) in cases.items():
+        with open(path, "wb") as f:
+            f.write(blob)
+            f.truncate(len(blob) + extra)  # sparse where the file system allows
+        tracemalloc.start()
+        try:
+            with pytest.raises(FormatError, match=match):
+                State.load(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 256 << 10, (what, peak)
+        assert str(path) in str(pytest.raises(FormatError, State.load, path).value)
+
+
+def _snapshot_mutations(good: bytes, rng) -> tuple[list[bytes], set[bytes]]:
+    """Seeded mutations of a snapshot: truncations, byte flips in the header and the payload, header
+    fields set to zero / huge / wrong values, appended garbage, garbage alone. -> (cases, the cases a
+    loader may accept: the original and headers whose sizes multiply to the same length)."""
+    import struct
+
+    header = list(struct.unpack_from("<8s8I", good))
+
+    def with_fields(**changes):
+        fields = list(header)
+        for name, value in changes.items():
+            fields[("magic", "version", "layers", "directions", "batch", "hidden", "output", "crc",
+                    "reserved").index(name)] = value
+        return struct.pack("<8s8I", *fields) + good[40:]
+
+    cases = [good]
+    cases += [good[:n] for n in range(41)] + [good[:n] for n in rng.integers(41, len(good), 40)]
+    for pos in [*range(40), *rng.integers(40, len(good), 60)]:  # one byte changed: header, then payload
+        blob = bytearray(good)
+        blob[pos] ^= int(rng.integers(1, 256))
+        cases.append(bytes(blob))
+    for _ in range(100):  # a few random bytes anywhere
+        blob = np.frombuffer(good, np.uint8).copy()
+        spots = rng.integers(0, len(good), int(rng.integers(2, 10)))
+        blob[spots] = rng.integers(0, 256, spots.size, dtype=np.uint8)
+        cases.append(blob.tobytes())
+    sizes = ("layers", "directions", "batch", "hidden", "output")
+    for name in sizes:
+        for value in (0, 3, 2**31 - 1, 2**32 - 1):
+            cases.append(with_fields(**{name: value}))
+    for value in (2**31 - 1, 2**32 - 1, 2**16):  # all at once: products far beyond 2**64
+        cases.append(with_fields(**{n: value for n in sizes if n != "directions"}))
+        cases.append(with_fields(**{n: value for n in sizes}))
+    swapped = [with_fields(layers=3, batch=2), with_fields(hidden=4, output=5)]  # same length, other shape
+    cases += swapped
+    cases += [with_fields(version=v) for v in (0, 2, 2**32 - 1)] + [with_fields(reserved=1), with_fields(crc=0)]
+    cases += [with_fields(magic=m) for m in (b"FLSTMST\x01", b"\x00" * 8, b"PK\x03\x04\x00\x00\x00\x00")]
+    cases += [good + rng.bytes(int(n)) for n in (1, 3, 4, 40, 1000, *rng.integers(1, 200, 10))]
+    cases += [rng.bytes(int(n)) for n in (0, 1, 39, 40, 41, len(good), *rng.integers(0, 2 * len(good), 10))]
+    return cases, {good, *swapped}
+
+
+def test_snapshot_fuzz_from_bytes_and_load(tmp_path):
+    """Every mutation is a FormatError, or (when the header, the length and the CRC still agree, e.g. two
+    sizes swapped) a State that serialises back to exactly the same bytes; never another exception, and
+    never an allocation much beyond the input's size, through from_bytes and load alike."""
+    rng = np.random.default_rng(20260611)
+    st = State(rng.standard_normal((2, 2, 3, 4)).astype(np.float32),
+               rng.standard_normal((2, 2, 3, 5)).astype(np.float32))
+    good = st.to_bytes()
+    cases, acceptable = _snapshot_mutations(good, rng)
+    path = tmp_path / "fuzz.state"
+    st.save(tmp_path / "warm.state")  # first calls fill caches: keep them out of the measurement
+    State.load(tmp_path / "warm.state")
+    accepted = set()
+    start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        for blob in cases:
+            path.write_bytes(blob)
+            for how, call in (("from_bytes", State.from_bytes), ("load", lambda b: State.load(path))):
+                base = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                try:
+                    restored = call(blob)
+                except FormatError as exc:
+                    assert "\n" not in str(exc)
+                    if len(blob) == len(good) and blob[:32] == good[:32] and blob[36:40] == good[36:40]:
+                        assert "CRC-32 mismatch" in str(exc), exc  # only the payload or the stored CRC changed
+                else:
+                    accepted.add(blob)
+                    assert restored.to_bytes() == blob, (how, blob[:40])
+                    del restored
+                grown = tracemalloc.get_traced_memory()[1] - base
+                assert grown <= len(blob) + (32 << 10), (how, len(blob), grown)
+    finally:
+        tracemalloc.stop()
+    assert accepted == acceptable, "a mutation other than a same-length size swap was accepted"
+    assert time.perf_counter() - start < 2.0
+
+
 # ---- chunked streaming -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", SPECS)
 @pytest.mark.parametrize("B", [1, 3])
