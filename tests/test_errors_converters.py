@@ -200,7 +200,7 @@ def test_onnx_external_data_cannot_escape_the_model_directory(tmp_path, location
 
 # ------------------------------------------------------------------- bounded constant folding
 # Weights computed by ops are folded with onnx.reference; ops that size their output from input values must
-# be refused before they allocate (converters/onnx_import.py, MAX_FOLD_BYTES and friends).
+# be refused before they allocate (converters/onnx_fold.py, MAX_FOLD_BYTES and friends).
 
 _I, _H = 3, 4
 
@@ -293,9 +293,9 @@ def test_fold_refuses_other_value_sized_ops(op, inputs, attrs, inits):
 def test_fold_caps_computed_values_not_constants(monkeypatch):
     """A Constant node holds its value in the file (like an initializer): not capped. What is computed from it
     is, after the op ran for ops without a size rule (Identity here)."""
-    from converters import onnx_import
+    from converters import onnx_fold
 
-    monkeypatch.setattr(onnx_import, "MAX_FOLD_BYTES", 64)  # B is (1, 32) float32: 128 bytes
+    monkeypatch.setattr(onnx_fold, "MAX_FOLD_BYTES", 64)  # B is (1, 32) float32: 128 bytes
     bias = numpy_helper.from_array(np.ones((1, 8 * _H), np.float32))
     constant = helper.make_node("Constant", [], ["b_const"], value=bias, name="const")
     spec = converters.from_onnx(_lstm_fed_by([constant], b="b_const"))
@@ -308,9 +308,9 @@ def test_fold_caps_computed_values_not_constants(monkeypatch):
 def test_fold_refuses_a_doubling_chain(monkeypatch):
     """A chain of 30 Concats doubling a value stops at the limit (lowered here so the test allocates little)
     at the node that would cross it, before that node runs."""
-    from converters import onnx_import
+    from converters import onnx_fold
 
-    monkeypatch.setattr(onnx_import, "MAX_FOLD_BYTES", 1 << 16)
+    monkeypatch.setattr(onnx_fold, "MAX_FOLD_BYTES", 1 << 16)
     nodes = [helper.make_node("Concat", [f"v{k}", f"v{k}"], [f"v{k + 1}"], axis=0, name=f"cat{k}")
              for k in range(30)]
     model = _lstm_fed_by(nodes, [numpy_helper.from_array(np.ones(1, np.float32), "v0")], b="v30")
@@ -322,7 +322,7 @@ def test_fold_bounds_loop_and_if_bodies(monkeypatch):
     doubling its carried value, and a Loop that never ends."""
     from onnx import TensorProto
 
-    from converters import onnx_import
+    from converters import onnx_fold
 
     def branch(name, nodes, out):
         return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)])
@@ -343,14 +343,14 @@ def test_fold_bounds_loop_and_if_bodies(monkeypatch):
              helper.make_tensor_value_info(carried_out, TensorProto.FLOAT, None)],
         )
 
-    monkeypatch.setattr(onnx_import, "MAX_FOLD_BYTES", 1 << 16)
+    monkeypatch.setattr(onnx_fold, "MAX_FOLD_BYTES", 1 << 16)
     doubling = loop_body([helper.make_node("Identity", ["c"], ["c_out"]),
                           helper.make_node("Concat", ["x", "x"], ["x2"], axis=0, name="twice")], "x2")
     model = _lstm_fed_by([helper.make_node("Loop", ["M", "cond", "B"], ["big"], body=doubling)],
                          [_i64("M", 60), numpy_helper.from_array(np.array(True), "cond")], b="big")
     _refused_fast(model, r"Concat node 'twice' output 'x2' would hold 32768 elements")
 
-    monkeypatch.setattr(onnx_import, "MAX_FOLD_RUNS", 2000)
+    monkeypatch.setattr(onnx_fold, "MAX_FOLD_RUNS", 2000)
     endless = loop_body([helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["x"], ["y"])],
                         "y")
     model = _lstm_fed_by([helper.make_node("Loop", ["", "cond", "B"], ["big"], body=endless)],
