@@ -7,7 +7,7 @@ import numpy as np
 
 from .errors import InputError
 from .fastcall import closed_step_kernel
-from .kernels.pack import BLOCK, pack_model, padded_units
+from .kernels.pack import BLOCK, M_HOUT, M_I, pack_model, padded_units
 from .kernels.recurrence import (
     project_all,
     project_parallel,
@@ -52,12 +52,14 @@ class Engine:
         D = spec.num_directions
         self.layers = [[PackedDirection(self._meta, l * D + d, bool(ds.reverse)) for d, ds in enumerate(layer)]
                        for l, layer in enumerate(spec.layers)]
-        self._step_parallel = spec.hidden_size >= PARALLEL_MIN_HIDDEN
+        # a step reads every layer's W and R: H * (I + Hout) weights per layer-direction, on average
+        step_work = spec.hidden_size * float(np.mean(self._meta[:, M_I] + self._meta[:, M_HOUT]))
+        self._step_parallel = step_work >= STEP_PARALLEL_MIN_WORK
         self.streamable = all(not pd.reverse for layer in self.layers for pd in layer)
         # step()'s one-call path, built by the first step(); engines big enough to step in parallel take
-        # the checked path, which reads the thread count (a few hundred ns, nothing next to their step)
+        # the checked path when more than one thread is allowed (~1.5 µs, small next to their step)
         self._fast_step = None
-        self._fast_eligible = self.streamable and not self._step_parallel
+        self._fast_eligible = self.streamable
         self._default_state = self.new_state(1)
         # The default stream is the one mutable part of an Engine: a second thread using it while one
         # already is gets an InputError. The guard is a one-token list used as a non-blocking try-lock:
@@ -160,7 +162,7 @@ class Engine:
         fast = self._fast_step
         if fast is None and self._fast_eligible:
             fast = self._fast_step = closed_step_kernel()
-        if fast is not None:
+        if fast is not None and not (self._step_parallel and numba.get_num_threads() > 1):
             try:
                 if fast(self._wbuf, self._meta, x_t, state.h, state.c, state._scratch):
                     return state.h[-1, 0, 0].copy()  # a fresh (Hout,) array the caller may keep
@@ -261,6 +263,11 @@ class Engine:
 # (measured at B=1: 2 threads 0.7x at H=256, 1.2x at 384, 1.6x at 512; docs/performance.md). A batch of
 # B rows does B times the work per step: B * H^2 >= PARALLEL_MIN_HIDDEN^2.
 PARALLEL_MIN_HIDDEN = 384
+# step() opens one parallel region per layer and call, over W and R (run's per-step region covers only R),
+# so it pays from a smaller H: 2 threads vs 1 at B=1, I=H (step_parallel vs step_stack, best of 15): 0.83x
+# at H=128, 1.1x at 192, 1.55x at 256, 2.3x at 320. Engines from here up also leave step()'s one-call path
+# for the checked one (~1.5 µs more per call), hence H=224, not 192. Work = H * (I + Hout) per layer.
+STEP_PARALLEL_MIN_WORK = 224 * (224 + 224)
 # The input projection is one parallel region for the whole sequence: worth it from ~20 MFLOP (~150 µs).
 PARALLEL_MIN_PROJECT_FLOP = 20_000_000
 

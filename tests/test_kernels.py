@@ -149,6 +149,27 @@ def test_kernels_match_reference(H, B):
     assert rel_error(st.h, h_ref) < TOL and rel_error(st.c, c_ref) < TOL
 
 
+def test_parallel_step_matches_run_bit_for_bit():
+    """An engine above step()'s parallel crossover (engine.STEP_PARALLEL_MIN_WORK) steps its blocks on
+    every thread; with 1 and with 2 threads the frames must equal run()'s outputs (serial at this size)
+    bit for bit."""
+    spec = random_spec(hidden_size=240, input_size=240, num_layers=2, seed=5)
+    eng = fastlstm.Engine(spec)
+    assert eng._step_parallel
+    x = np.random.default_rng(5).normal(size=(7, 240)).astype(np.float32)
+    y_run, st_run = eng.run(x)
+    before = fastlstm.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, __import__("numba").config.NUMBA_NUM_THREADS)}):
+            fastlstm.set_num_threads(threads)
+            st = eng.new_state()
+            y_step = np.stack([eng.step(x_t, st) for x_t in x])
+            np.testing.assert_array_equal(y_step, y_run)
+            np.testing.assert_array_equal(st.c, st_run.c)
+    finally:
+        fastlstm.set_num_threads(before)
+
+
 @pytest.mark.parametrize("H,B", [(400, 1), (390, 2), (272, 9)])  # above the parallel crossover
 def test_threads_1_and_2_identical(H, B):
     spec = random_spec(hidden_size=H, input_size=20, seed=7)
