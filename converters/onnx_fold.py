@@ -56,18 +56,18 @@ class _FoldBudget:
         self.runs += 1
         if self.runs > MAX_FOLD_RUNS:
             raise FoldLimit(f"more than {MAX_FOLD_RUNS} node and subgraph executions (MAX_FOLD_RUNS), the last "
-                             f"at {where() if callable(where) else where}: a Loop that does not end?")
+                            f"at {_resolve(where)}: a Loop that does not end?")
 
     def plan(self, node, elements, itemsize, work):
         nbytes = elements * itemsize
         if nbytes > MAX_FOLD_BYTES:
             output = text(node.output[0]) if node.output else ""
             raise FoldLimit(f"{_node_label(node)} output {output!r} would hold {_count(elements)} "
-                             f"elements ({_count(nbytes)} bytes), over the limit of {MAX_FOLD_BYTES} bytes per folded "
-                             f"value (MAX_FOLD_BYTES)")
+                            f"elements ({_count(nbytes)} bytes), over the limit of {MAX_FOLD_BYTES} bytes per folded "
+                            f"value (MAX_FOLD_BYTES)")
         if work is not None and work > MAX_FOLD_WORK:
             raise FoldLimit(f"{_node_label(node)} would take {_count(work)} multiply-adds, over the limit of "
-                             f"{MAX_FOLD_WORK} per folded node (MAX_FOLD_WORK)")
+                            f"{MAX_FOLD_WORK} per folded node (MAX_FOLD_WORK)")
         if self.total + nbytes > MAX_FOLD_TOTAL_BYTES:
             self._over_total(_node_label(node), nbytes)
 
@@ -75,15 +75,15 @@ class _FoldBudget:
         nbytes = _value_bytes(value)
         if nbytes > MAX_FOLD_BYTES:
             shape = f" of shape {value.shape}" if isinstance(value, np.ndarray) else ""
-            raise FoldLimit(f"{where() if callable(where) else where} holds {_count(nbytes)} bytes{shape}, over "
-                             f"the limit of {MAX_FOLD_BYTES} bytes per folded value (MAX_FOLD_BYTES)")
+            raise FoldLimit(f"{_resolve(where)} holds {_count(nbytes)} bytes{shape}, over "
+                            f"the limit of {MAX_FOLD_BYTES} bytes per folded value (MAX_FOLD_BYTES)")
         if self.total + nbytes > MAX_FOLD_TOTAL_BYTES:
-            self._over_total(where() if callable(where) else where, nbytes)
+            self._over_total(_resolve(where), nbytes)
         self.total += nbytes
 
     def _over_total(self, where, nbytes):
         raise FoldLimit(f"{where}: {_count(nbytes)} more bytes after {_count(self.total)} already computed exceed "
-                         f"the limit of {MAX_FOLD_TOTAL_BYTES} bytes for one fold (MAX_FOLD_TOTAL_BYTES)")
+                        f"the limit of {MAX_FOLD_TOTAL_BYTES} bytes for one fold (MAX_FOLD_TOTAL_BYTES)")
 
 
 def run_bounded(model: onnx.ModelProto, feeds: dict) -> list:
@@ -131,8 +131,8 @@ def _guarded_run(budget: _FoldBudget, inst, run, *args, **kwargs):
             raise
         except Exception as exc:  # inputs the op itself would reject: refuse rather than run it unchecked
             raise FoldLimit(f"cannot tell the output size of {_node_label(node)} before running it "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
-                             ) from None
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+                            ) from None
         budget.plan(node, *planned)
     outputs = run(*args, **kwargs)
     if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
@@ -140,6 +140,12 @@ def _guarded_run(budget: _FoldBudget, inst, run, *args, **kwargs):
     for name, value in zip(node.output, outputs or (), strict=False):
         budget.produced(lambda name=name: f"{_node_label(node)} output {name!r}", value)
     return outputs
+
+
+def _resolve(where) -> str:
+    """A place for a message: given as text, or as a callable that builds the text only when it is needed
+    (every node run passes one, and almost none raise)."""
+    return where() if callable(where) else where
 
 
 def _node_label(node: onnx.NodeProto) -> str:
@@ -182,18 +188,20 @@ def _plain_attrs(node: onnx.NodeProto) -> dict:
 # (None for an omitted optional input, lists for sequences).
 
 
-def _ints(value) -> list[int]:
+def _per_axis(value) -> np.ndarray:
+    """A shape / repeats / pads / scales input, flat; refused when longer than any tensor's rank."""
     flat = np.asarray(value).reshape(-1)
     if flat.size > _MAX_RANK:
         raise ValueError(f"{flat.size} entries where at most {_MAX_RANK} (one per axis) make sense")
-    return [int(v) for v in flat]
+    return flat
+
+
+def _ints(value) -> list[int]:
+    return [int(v) for v in _per_axis(value)]
 
 
 def _floats(value) -> list[float]:
-    flat = np.asarray(value).reshape(-1)
-    if flat.size > _MAX_RANK:
-        raise ValueError(f"{flat.size} entries where at most {_MAX_RANK} (one per axis) make sense")
-    return [float(v) for v in flat]
+    return [float(v) for v in _per_axis(value)]
 
 
 def _scalar(value):

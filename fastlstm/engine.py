@@ -59,7 +59,6 @@ class Engine:
         # step()'s one-call path, built by the first step(); engines big enough to step in parallel take
         # the checked path when more than one thread is allowed (~1.5 µs, small next to their step)
         self._fast_step = None
-        self._fast_eligible = self.streamable
         self._default_state = self.new_state(1)
         # The default stream is the one mutable part of an Engine: a second thread using it while one
         # already is gets an InputError. The guard is a one-token list used as a non-blocking try-lock:
@@ -160,7 +159,7 @@ class Engine:
         # this side checks nothing. Any other input, or a refusal, takes the checked path, which
         # says what is wrong or handles it (batches, other dtypes, first use of the scratch).
         fast = self._fast_step
-        if fast is None and self._fast_eligible:
+        if fast is None and self.streamable:
             fast = self._fast_step = closed_step_kernel()
         if fast is not None and not (self._step_parallel and numba.get_num_threads() > 1):
             try:

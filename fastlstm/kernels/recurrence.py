@@ -185,8 +185,8 @@ def gates_add(w, slab_of, K, v, rows, out, orow, n, blk0, blk1, down, bias_of, c
 
 @njit(inline="always")
 def runtime(n, blk0, blk1, down):
-    """gates_add's (n, blk0, blk1, down) as plain int64/bool: a constant argument would be typed as a
-    literal and compile one more copy of gates_add (each costs seconds of first-ever compile)."""
+    """(n, blk0, blk1, down) as plain int64/bool for the big kernels: a constant argument would be typed
+    as a literal and compile one more copy of gates_add (seconds of first-ever compile each)."""
     return np.int64(n), np.int64(blk0), np.int64(blk1), np.bool_(down)
 
 
@@ -195,7 +195,8 @@ def project_rows(wbuf, m, x, xw, rows, goff, n, blk0, blk1, down):
     """Blocks blk0..blk1 of the gate vectors xw.flat[goff[j] : +4Hp] = b + x[rows[j]] @ Wp for the n rows
     j, x (N, I) (or its flat view); blocks swept down when `down` (gates_add)."""
     out = fptr(xw)
-    gates_add(fptr(wbuf), m[M_WP], m[M_I], fptr(x), rows, out, goff, *runtime(n, blk0, blk1, down), m[M_B],
+    n, blk0, blk1, down = runtime(n, blk0, blk1, down)
+    gates_add(fptr(wbuf), m[M_WP], m[M_I], fptr(x), rows, out, goff, n, blk0, blk1, down, m[M_B],
               (np.bool_(False), out, out, np.int64(0), np.int64(0)))
 
 
@@ -246,10 +247,11 @@ def recur_blocks(wbuf, m, xw, goff, rows, n, h, c, hc, blk0, blk1, down):
     Reads h, never writes it (every block needs the previous h). Blocks swept down when `down`."""
     fast = m[M_FAST] != 0
     gates = fptr(xw)
-    gates_add(fptr(wbuf), m[M_RP], m[M_HOUT], fptr(h), rows, gates, goff, *runtime(n, blk0, blk1, down), np.int64(-1),
+    n, blk0, blk1, down = runtime(n, blk0, blk1, down)
+    gates_add(fptr(wbuf), m[M_RP], m[M_HOUT], fptr(h), rows, gates, goff, n, blk0, blk1, down, np.int64(-1),
               (fast, fptr(c), fptr(hc), m[M_H], hc.shape[1]))
     if not fast:
-        update_general_rows(wbuf, m, xw, goff, rows, np.int64(n), c, hc, np.int64(blk0), np.int64(blk1))
+        update_general_rows(wbuf, m, xw, goff, rows, n, c, hc, blk0, blk1)
 
 
 @njit(inline="always")
