@@ -1,40 +1,24 @@
-"""Engine: immutable packed weights shared by every stream; run() a sequence, step() one frame."""
+"""Engine: the immutable plan (packed weights) shared by every stream; run() a sequence, step() a frame."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from . import threads, tuning
 from .errors import InputError
-from .fastcall import closed_step_kernel
-from .kernels.pack import BLOCK, M_HOUT, M_I, pack_model, padded_units
-from .kernels.recurrence import (
-    project_all,
-    project_parallel,
-    run_parallel,
-    run_serial,
-    scratch_size,
-    step_parallel,
-    step_stack,
-)
+from .kernels.entry import OP_RUN, OP_STEP, OP_WORKER, kernel
+from .plan import build_plan
 from .spec import ModelSpec
 from .state import State, check_state
 
-
-class PackedDirection:
-    """One layer-direction: its row of the packed model's offset table (see kernels/pack.py)."""
-
-    __slots__ = ("meta", "reverse")
-
-    def __init__(self, meta: np.ndarray, row: int, reverse: bool):
-        self.meta = meta[row]  # (META_COLUMNS,) int64
-        self.reverse = reverse
+_F32 = np.dtype(np.float32)
+_NO_LENS = np.zeros(1, np.int64)  # step's unused lens argument
 
 
 class Engine:
     """A loaded model. Immutable after construction; share one Engine between threads and streams."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, *, release_source=None):
         if not isinstance(spec, ModelSpec):
             raise InputError(f"Engine(spec) expects a fastlstm ModelSpec (from converters or format.read_spec), "
                              f"got {type(spec).__name__}; to open a file use fastlstm.load(path)")
@@ -45,25 +29,19 @@ class Engine:
         self.input_size = spec.input_size
         self.hidden_size = spec.hidden_size
         self.output_size = spec.output_size
-        self.padded_hidden = padded_units(spec.hidden_size, BLOCK)
-        # The whole model as one flat float32 buffer + an int64 table (a step crosses the numba
-        # dispatcher with few arrays); PackedDirection keeps views of it.
-        self._wbuf, self._meta = pack_model(spec)
-        D = spec.num_directions
-        self.layers = [[PackedDirection(self._meta, l * D + d, bool(ds.reverse)) for d, ds in enumerate(layer)]
-                       for l, layer in enumerate(spec.layers)]
-        # a step reads every layer's W and R: H * (I + Hout) weights per layer-direction, on average
-        step_work = spec.hidden_size * float(np.mean(self._meta[:, M_I] + self._meta[:, M_HOUT]))
-        self._step_parallel = step_work >= STEP_PARALLEL_MIN_WORK
-        self.streamable = all(not pd.reverse for layer in self.layers for pd in layer)
-        # step()'s one-call path, built by the first step(); engines big enough to step in parallel take
-        # the checked path when more than one thread is allowed (~1.5 µs, small next to their step)
-        self._fast_step = None
+        self.plan = build_plan(spec, release_source)
+        self.padded_hidden = self.plan.padded_hidden
+        self.streamable = all(not ds.reverse for layer in spec.layers for ds in layer)
+        self._args = (self.plan.wbuf, self.plan.layers, self.plan.general)
+        self._team = None  # threads.Team, made by the first call that uses more than one thread
+        # Work per phase (FMAs) against the measured crossovers (tuning.py): is a team worth it?
+        I, H, Hout = spec.input_size, spec.hidden_size, spec.output_size
+        self._step_work = 4 * H * (max(I, spec.num_directions * Hout) + Hout)  # per stream and layer
+        self._run_work = 4 * H * Hout  # per stream and step of the recurrence
         self._default_state = self.new_state(1)
         # The default stream is the one mutable part of an Engine: a second thread using it while one
         # already is gets an InputError. The guard is a one-token list used as a non-blocking try-lock:
-        # list.pop()/append() are atomic (GIL; a per-object lock in free-threaded builds) and cost ~25 ns,
-        # a threading.Lock acquire/release ~10x that. States passed explicitly need no guard.
+        # list.pop()/append() are atomic (GIL) and cost ~25 ns, a threading.Lock ~10x that.
         self._default_token = [True]
 
     # ---- state -------------------------------------------------------------------------------
@@ -75,11 +53,11 @@ class Engine:
 
     def reset(self) -> None:
         """Zero the engine's default stream (the one step() uses when state=None)."""
-        self._on_default_stream(_zero_state, None)
+        self._on_default_stream(_zero_state, None, None)
 
-    def _on_default_stream(self, method, x):
-        """method(x, default_state) while holding the default stream; InputError if another thread holds
-        it (the default stream is one stream: concurrent use would interleave two inputs)."""
+    def _on_default_stream(self, method, x, out):
+        """method(x, default_state, out) while holding the default stream; InputError if another thread
+        holds it (the default stream is one stream: concurrent use would interleave two inputs)."""
         token = self._default_token
         try:
             token.pop()
@@ -87,7 +65,7 @@ class Engine:
             raise InputError("the engine's default stream is in use by another thread; give each thread "
                              "its own State (engine.new_state()) and pass it to step()") from None
         try:
-            return method(x, self._default_state)
+            return method(x, self._default_state, out)
         finally:
             token.append(True)
 
@@ -98,6 +76,29 @@ class Engine:
     def _state_shapes(self, batch: int):
         L, D = self.num_layers, self.num_directions
         return (L, D, batch, self.output_size), (L, D, batch, self.hidden_size)
+
+    # ---- threads -------------------------------------------------------------------------------
+    def _team_for(self, work: int, crossover: int) -> int:
+        """Threads for a call whose phases each do `work` FMAs: the budget when the work reaches the
+        measured crossover and no other Python thread is inside a kernel, else 1."""
+        size = threads.budget()
+        if size == 1 or work < crossover or not threads.alone():
+            return 1
+        team = self._team
+        if team is None:
+            team = self._team = threads.Team(kernel, (OP_WORKER, *self._args, *_worker_dummies()))
+        team.ensure(size)
+        return size
+
+    def _ctl(self) -> np.ndarray:
+        return self._team.ctl if self._team is not None else _SOLO_CTL
+
+    def _call(self, *args) -> int:
+        threads.enter()
+        try:
+            return kernel(*args)
+        finally:
+            threads.leave()
 
     # ---- run -------------------------------------------------------------------------------------
     def run(self, x, state: State | None = None, sequence_lens=None, batch_first: bool = False):
@@ -116,21 +117,17 @@ class Engine:
         else:
             check_state(state, h_shape, c_shape)
             final = state.copy()
+        D = self.num_directions
+        team = self._team_for(B * self._run_work, tuning.TEAM_MIN_RUN_WORK)
         layer_input = x3
-        Hp4 = 4 * self.padded_hidden
-        threads = _threads_for(B * self.hidden_size**2, PARALLEL_MIN_HIDDEN**2)  # for the recurrence
-        xw = np.empty((T, B, Hp4), dtype=np.float32)  # input projection, reused by every direction
-        for l, layer in enumerate(self.layers):
-            out = np.empty((T, B, self.num_directions * self.output_size), dtype=np.float32)
-            rows = layer_input.reshape(T * B, -1)
-            project_threads = _threads_for(2 * rows.size * Hp4, PARALLEL_MIN_PROJECT_FLOP)
-            for d, pd in enumerate(layer):
-                y_dir = out[:, :, d * self.output_size : (d + 1) * self.output_size]
-                self._project(pd, rows, xw.reshape(T * B, Hp4), project_threads)
-                if threads > 1:
-                    run_parallel(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir, threads)
-                else:
-                    run_serial(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir)
+        for l in range(self.num_layers):
+            out = np.empty((T, B, D * self.output_size), dtype=np.float32)
+            for d in range(D):
+                done = self._call(OP_RUN, *self._args, layer_input.reshape(-1), out.reshape(-1), final._buf, lens,
+                                  self._ctl(), T, B, l * D + d, team)
+                if not done:  # every size was checked above, so the kernel cannot refuse them
+                    raise RuntimeError("fastlstm internal error: the run kernel refused validated shapes; "
+                                       "please report it")
             layer_input = out
         y = layer_input
         if squeeze:  # (T, I) in: (T, D*Hout) out, whatever batch_first says
@@ -139,37 +136,36 @@ class Engine:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
         return y, final
 
-    def _project(self, pd, x, xw, threads):
-        """xw (N, 4Hp) = b + x (N, I) @ Wp, with step()'s kernels (bit-identical modes)."""
-        if threads > 1:
-            project_parallel(self._wbuf, pd.meta, x, xw, threads)
-        else:
-            project_all(self._wbuf, pd.meta, x, xw, 0, self.padded_hidden // BLOCK)
-
     # ---- step ------------------------------------------------------------------------------------
-    def step(self, x_t, state: State | None = None):
+    def step(self, x_t, state: State | None = None, out=None):
         """Advance B streams by one frame. x_t: (I,) or (B, I) -> (Hout,) or (B, Hout).
 
-        `state` is advanced in place; None uses the engine's default stream (batch 1).
+        `state` is advanced in place; None uses the engine's default stream (batch 1). `out`: a float32
+        C-contiguous array of B*Hout elements to write the result into (returned), so a step allocates
+        nothing; None returns a new array.
         """
         if state is None:
-            return self._on_default_stream(self.step, x_t)
-        # The streaming case (one float32 (I,) frame, a batch-1 State) is one numba call: the closed
-        # dispatcher checks the argument types in C and the kernel checks the shapes (step_fits), so
-        # this side checks nothing. Any other input, or a refusal, takes the checked path, which
-        # says what is wrong or handles it (batches, other dtypes, first use of the scratch).
-        fast = self._fast_step
-        if fast is None and self.streamable:
-            fast = self._fast_step = closed_step_kernel()
-        if fast is not None and not (self._step_parallel and numba.get_num_threads() > 1):
-            try:
-                if fast(self._wbuf, self._meta, x_t, state.h, state.c, state._scratch):
-                    return state.h[-1, 0, 0].copy()  # a fresh (Hout,) array the caller may keep
-            except (TypeError, AttributeError):  # not the compiled argument types, or not a State
-                pass
-        return self._step_checked(x_t, state)
+            return self._on_default_stream(self.step, x_t, out)
+        # The common case (float32 C-contiguous frames, a State, an out of the right kind) is one kernel
+        # call; the kernel checks every size against the plan and refuses (0) instead of indexing out of
+        # bounds. Anything else, or a refusal, goes through _step_checked, which names the problem.
+        if (type(x_t) is np.ndarray and x_t.dtype is _F32 and x_t.flags.c_contiguous and type(state) is State
+                and x_t.ndim <= 2 and state._h.flags.writeable and state._c.flags.writeable):
+            B = state._h.shape[2]
+            y = out
+            if y is None:
+                y = np.empty((B, self.output_size) if x_t.ndim == 2 else self.output_size, np.float32)
+            elif not (type(y) is np.ndarray and y.dtype is _F32 and y.flags.c_contiguous and y.flags.writeable):
+                return self._step_checked(x_t, state, out)
+            team = 1
+            if threads._budget[0] > 1 and B * self._step_work >= tuning.TEAM_MIN_STEP_WORK:
+                team = self._team_for(B * self._step_work, tuning.TEAM_MIN_STEP_WORK)
+            if self._call(OP_STEP, *self._args, x_t.reshape(-1) if x_t.ndim == 2 else x_t,
+                          y.reshape(-1) if y.ndim != 1 else y, state._buf, _NO_LENS, self._ctl(), 1, B, 0, team):
+                return y
+        return self._step_checked(x_t, state, out)
 
-    def _step_checked(self, x_t, state: State):
+    def _step_checked(self, x_t, state: State, out):
         if not self.streamable:
             raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
                              "future); use run() on the whole sequence")
@@ -178,26 +174,28 @@ class Engine:
         except (ValueError, TypeError) as exc:  # ragged nested lists and the like
             raise InputError(f"x_t: expected an array of shape ({self.input_size},) or (B, "
                              f"{self.input_size}), found {type(x_t).__name__} ({exc})") from None
-        squeeze = x.ndim == 1
-        if squeeze:
-            x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != self.input_size:
+        if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise InputError(f"x_t: expected shape ({self.input_size},) or (B, {self.input_size}), "
                              f"found {np.shape(x_t)}")
-        B = x.shape[0]
+        B = 1 if x.ndim == 1 else x.shape[0]
         check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
-        x = np.ascontiguousarray(_as_float32(x, "x_t")).reshape(-1)  # (B*I,) rows, as the kernels read them
-        scratch = state.scratch(scratch_size(self._meta, B))
-        threads = numba.get_num_threads() if self._step_parallel and B == 1 else 1
-        if threads > 1:
-            stepped = step_parallel(self._wbuf, self._meta, x, state.h, state.c, scratch, threads)
+        x = np.ascontiguousarray(_as_float32(x, "x_t"))
+        shape = (B, self.output_size) if x.ndim == 2 else (self.output_size,)
+        if out is None:
+            y = np.empty(shape, np.float32)
         else:
-            stepped = step_stack(self._wbuf, self._meta, x, state.h, state.c, scratch)
-        if not stepped:  # check_state passed, so the kernel's own shape check cannot refuse
+            if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous
+                    and out.flags.writeable and out.size == B * self.output_size):
+                found = (out.shape, out.dtype) if isinstance(out, np.ndarray) else type(out).__name__
+                raise InputError(f"out: expected a writable C-contiguous float32 array of {B * self.output_size} "
+                                 f"elements (shape {shape}), found {found}")
+            y = out
+        team = self._team_for(B * self._step_work, tuning.TEAM_MIN_STEP_WORK)
+        if not self._call(OP_STEP, *self._args, x.reshape(-1), y.reshape(-1), state._buf, _NO_LENS, self._ctl(),
+                          1, B, 0, team):
             raise RuntimeError("fastlstm internal error: the step kernel refused shapes that check_state "
                                "accepted; please report it")
-        out = state.h[-1, 0].copy()
-        return out[0] if squeeze else out
+        return y
 
     def step_chunk(self, x, state: State | None = None):
         """Advance streams by a chunk of T frames in one call: x (T, I) -> y (T, Hout) for a batch-1 state,
@@ -206,7 +204,7 @@ class Engine:
         the cost of one run() on the chunk. T = 0 is allowed and changes nothing.
         """
         if state is None:
-            return self._on_default_stream(self.step_chunk, x)
+            return self._on_default_stream(lambda x_, st, _out: self.step_chunk(x_, st), x, None)
         if not self.streamable:
             raise InputError("step_chunk() needs a model without reverse directions; use run()")
         x = np.asarray(x)
@@ -251,32 +249,23 @@ class Engine:
                              f"found {lens.dtype} {lens.shape}")
         if lens.min() < 0 or lens.max() > T:
             raise InputError(f"sequence_lens: every length must be in [0, {T}], found {lens.tolist()}")
-        return lens.astype(np.int64)
+        return np.ascontiguousarray(lens, dtype=np.int64)
 
     def __repr__(self) -> str:
         return (f"Engine(input={self.input_size}, hidden={self.hidden_size}, output={self.output_size}, "
                 f"layers={self.num_layers}, directions={self.num_directions})")
 
 
-# The per-step parallel region pays once a step has the work of a batch-1 step at this hidden size
-# (measured at B=1: 2 threads 0.7x at H=256, 1.2x at 384, 1.6x at 512; docs/performance.md). A batch of
-# B rows does B times the work per step: B * H^2 >= PARALLEL_MIN_HIDDEN^2.
-PARALLEL_MIN_HIDDEN = 384
-# step() opens one parallel region per layer and call, over W and R (run's per-step region covers only R),
-# so it pays from a smaller H: 2 threads vs 1 at B=1, I=H (step_parallel vs step_stack, best of 15): 0.83x
-# at H=128, 1.1x at 192, 1.55x at 256, 2.3x at 320. Engines from here up also leave step()'s one-call path
-# for the checked one (~1.5 µs more per call), hence H=224, not 192. Work = H * (I + Hout) per layer.
-STEP_PARALLEL_MIN_WORK = 224 * (224 + 224)
-# The input projection is one parallel region for the whole sequence: worth it from ~20 MFLOP (~150 µs).
-PARALLEL_MIN_PROJECT_FLOP = 20_000_000
+_SOLO_CTL = np.zeros(1, np.int64)  # the control block of a call that runs alone (never read)
 
 
-def _threads_for(work: int, crossover: int) -> int:
-    """1 below the measured crossover, else every thread run() may use."""
-    return 1 if work < crossover else numba.get_num_threads()
+def _worker_dummies():
+    """A worker's per-call array arguments: never read (pointers come through the control block), but of
+    the master's types, so the worker runs the very specialisation the master compiled."""
+    return np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64)
 
 
-def _zero_state(_x, state: State) -> None:
+def _zero_state(_x, state: State, _out) -> None:
     state.zero_()
 
 

@@ -177,8 +177,9 @@ class ModelSpec:
             )
         if self.num_directions not in (1, 2):
             raise SpecError(f"num_directions must be 1 or 2, got {self.num_directions}")
-        if not 0 <= self.proj_size:
-            raise SpecError(f"proj_size must be >= 0, got {self.proj_size}")
+        if not 0 <= self.proj_size < self.hidden_size:
+            raise SpecError(f"proj_size must be in [0, hidden_size={self.hidden_size}) (0: no projection; "
+                            f"PyTorch's rule), got {self.proj_size}")
         if len(self.layers) != self.num_layers:
             raise SpecError(f"expected {self.num_layers} layers, found {len(self.layers)}")
         H, Hout = self.hidden_size, self.output_size

@@ -12,6 +12,7 @@ import numpy as np
 
 from .atomic import write_atomically
 from .errors import FormatError, InputError
+from .kernels.layout import SHAPE_WORDS, state_sizes
 
 # Snapshot bytes (little endian): a 40-byte header, then h (L*D*B*Hout) and c (L*D*B*H) as raw float32.
 #   magic 8s | version u32 | layers u32 | directions u32 | batch u32 | hidden u32 | output u32 |
@@ -53,21 +54,42 @@ class State:
     """Recurrent state of B streams.
 
     h: (L, D, B, Hout) float32, writable     c: (L, D, B, H) float32, writable
+
+    h and c are views of one float32 buffer that also holds the step kernel's scratch (layout.py), so a
+    step passes one array to the kernel and allocates nothing. State(h, c) copies the given arrays into
+    a new buffer; h and c cannot be rebound (write into them: st.h[...] = values).
     """
 
-    __slots__ = ("h", "c", "_scratch")
+    __slots__ = ("_buf", "_h", "_c")
 
-    def __init__(self, h: np.ndarray, c: np.ndarray):
-        self.h = h
-        self.c = c
-        self._scratch = None  # kernel scratch, see scratch() below; not part of the state's value
+    def __init__(self, h, c):
+        h, c = _state_array(h, "h"), _state_array(c, "c")
+        if h.shape[:3] != c.shape[:3]:
+            raise InputError(f"State: h {h.shape} and c {c.shape} must agree on (layers, directions, batch)")
+        self._allocate(*h.shape, c.shape[3])
+        self._h[...] = h
+        self._c[...] = c
+
+    def _allocate(self, L: int, D: int, B: int, Hout: int, H: int) -> None:
+        n_h, n_c, total = state_sizes(L, D, B, H, Hout, Hout < H)
+        self._buf = np.zeros(total, np.float32)
+        self._buf[total - 2 * SHAPE_WORDS :].view(np.int64)[:] = (L, D, B, H, Hout)
+        self._h = self._buf[:n_h].reshape(L, D, B, Hout)
+        self._c = self._buf[n_h : n_h + n_c].reshape(L, D, B, H)
+
+    @property
+    def h(self) -> np.ndarray:
+        return self._h
+
+    @property
+    def c(self) -> np.ndarray:
+        return self._c
 
     @classmethod
     def zeros(cls, layers: int, directions: int, batch: int, hidden: int, output: int) -> State:
-        return cls(
-            np.zeros((layers, directions, batch, output), dtype=np.float32),
-            np.zeros((layers, directions, batch, hidden), dtype=np.float32),
-        )
+        state = cls.__new__(cls)
+        state._allocate(layers, directions, batch, output, hidden)
+        return state
 
     @property
     def batch(self) -> int:
@@ -75,7 +97,12 @@ class State:
 
     def copy(self) -> State:
         """An independent deep copy (snapshot) of this state."""
-        return State(self.h.copy(), self.c.copy())
+        state = State.__new__(State)
+        state._buf = self._buf.copy()
+        n_h, n_c = self._h.size, self._c.size
+        state._h = state._buf[:n_h].reshape(self._h.shape)
+        state._c = state._buf[n_h : n_h + n_c].reshape(self._c.shape)
+        return state
 
     def zero_(self, streams=None) -> None:
         """Zero every stream, or only `streams` (an index, slice or sequence of indices), in place."""
@@ -213,19 +240,10 @@ class State:
         L, D, B, H, Hout = header.layers, header.directions, header.batch, header.hidden, header.output
         n_h = L * D * B * Hout
         # astype: a native-order, owned, writable copy; one per array, so a load allocates the payload once
-        h = np.frombuffer(payload, dtype=_LE_F32, count=n_h).astype(np.float32)
-        c = np.frombuffer(payload, dtype=_LE_F32, offset=4 * n_h).astype(np.float32)
-        return cls(h.reshape(L, D, B, Hout), c.reshape(L, D, B, H))
-
-    # ---- kernel scratch (performance only) -------------------------------------------------------
-    # step() needs a few float32 work buffers per call; they live here so a step allocates nothing.
-    # They hold no state between calls: copies, comparisons and serialisation ignore them.
-    def scratch(self, size: int) -> np.ndarray:
-        """A (>= size,) float32 work buffer owned by this state (created on first use, reused)."""
-        buf = self._scratch
-        if buf is None or buf.shape[0] < size:
-            buf = self._scratch = np.empty(size, np.float32)
-        return buf
+        state = cls.zeros(L, D, B, H, Hout)
+        state.h.reshape(-1)[:] = np.frombuffer(payload, dtype=_LE_F32, count=n_h)
+        state.c.reshape(-1)[:] = np.frombuffer(payload, dtype=_LE_F32, offset=4 * n_h)
+        return state
 
     def __repr__(self) -> str:
         L, D, B, Hout = self.h.shape
@@ -242,3 +260,14 @@ def check_state(state, h_shape: tuple[int, ...], c_shape: tuple[int, ...], what:
             raise InputError(f"{what}.{name}: expected float32 array of shape {shape}, found {found}")
         if not array.flags.c_contiguous or not array.flags.writeable:
             raise InputError(f"{what}.{name} must be a C-contiguous writable array")
+
+
+def _state_array(array, name: str) -> np.ndarray:
+    """A (L, D, B, n) float32 array for State(h, c), or InputError."""
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"State: {name} must be a float32 numpy array, got {type(array).__name__}")
+    if array.dtype != np.float32:
+        raise InputError(f"State: {name} must be float32, got {array.dtype}")
+    if array.ndim != 4 or min(array.shape) < 1 or array.shape[1] not in (1, 2):
+        raise InputError(f"State: {name} must have shape (layers, directions, batch, size), got {array.shape}")
+    return array

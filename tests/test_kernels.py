@@ -11,9 +11,9 @@ from specs import random_spec, rel_error
 
 import fastlstm
 from fastlstm.kernels.activations import sigmoid_fast, tanh_fast
-from fastlstm.kernels.pack import BLOCK, G, pack_model, pack_rows, packed_index, padded_units, unpack_rows
-from fastlstm.kernels.recurrence import gates_add
-from fastlstm.kernels.simd import fptr, vload_n, vstore_n
+from fastlstm.kernels.gemm import Tiling, gates_add, inputs, no_cell, sums_at, weights
+from fastlstm.kernels.simd import LANES, fptr, iptr, vload_n, vstore_n
+from fastlstm.plan import G, build_plan, unpack_rows
 
 TOL = 2e-5
 TANH_ABS_ERR = 4e-7      # documented bound of tanh_fast (float32), docs/performance.md
@@ -22,23 +22,25 @@ SIGMOID_ABS_ERR = 2.5e-7  # sigmoid_fast = 0.5 + 0.5 tanh_fast(x/2)
 
 @njit(cache=False)
 def _apply(xs, which):
-    """The 16-lane activation over xs, 16 at a time (a short last chunk through the masked load/store)."""
+    """The vector activation over xs, LANES at a time (a short last chunk through the masked load/store)."""
     out = np.empty_like(xs)
     src, dst = fptr(xs), fptr(out)
-    for i in range(0, xs.shape[0], 16):
-        n = min(16, xs.shape[0] - i)
+    for i in range(0, xs.shape[0], LANES):
+        n = min(LANES, xs.shape[0] - i)
         v = vload_n(src, i, n)
         vstore_n(dst, i, tanh_fast(v) if which == 0 else sigmoid_fast(v), n)
     return out
 
 
 @njit(cache=False)
-def _gates_add(slabs, v, out, rows, blk0, blk1, down):
+def _gates_add(slabs, v, out, rows, blk0, blk1, down, k_chunk, panel):
     """gates_add over plain arrays: slabs (nblk*K*G,), v (rows, K), out (n, nblk*G) updated in place."""
     n = rows.shape[0]
     orow = np.arange(n) * out.shape[1]
     dst = fptr(out)
-    gates_add(fptr(slabs), 0, v.shape[1], fptr(v), rows, dst, orow, n, blk0, blk1, down, -1, (False, dst, dst, 0, 0))
+    gates_add(weights(fptr(slabs), 0, v.shape[1]), inputs(fptr(v), 0, v.shape[1], iptr(rows)), np.int64(n),
+              sums_at(dst, iptr(orow), -1), np.int64(blk0), np.int64(blk1), np.bool_(down), no_cell(dst),
+              Tiling(np.int64(k_chunk), np.int64(panel)))
 
 
 def _grid():
@@ -70,37 +72,44 @@ def test_activations_saturate_and_propagate_nan():
     assert s[0] == 1.0 and s[1] == 0.0 and np.isnan(s[2])
 
 
-@pytest.mark.parametrize("H", [1, 5, BLOCK, BLOCK + 3, 64])
-def test_pack_round_trip(H):
-    rng = np.random.default_rng(H)
-    m = rng.normal(size=(4 * H, 7)).astype(np.float32)
-    packed = pack_rows(m, H)
-    assert packed.shape == (4 * padded_units(H), 7)
-    np.testing.assert_array_equal(unpack_rows(packed, H), m)
-    # block blk holds the 4 gates of its units next to each other
-    idx = packed_index(H)
-    assert len(set(idx.tolist())) == 4 * H
-    gate, unit = np.divmod(np.arange(4 * H), H)
-    np.testing.assert_array_equal(idx // (4 * BLOCK), unit // BLOCK)
-    np.testing.assert_array_equal((idx % (4 * BLOCK)) // BLOCK, gate)
+@pytest.mark.parametrize("H", [1, 5, LANES, LANES + 3, 64])
+def test_packed_slabs_hold_the_canonical_rows(H):
+    """Block b's slab row k holds, at lane gate*LANES + u, W[gate*H + b*LANES + u, k] (zeros past H)."""
+    spec = random_spec(input_size=7, hidden_size=H, seed=H)
+    plan = build_plan(spec)
+    rec = plan.layers[0]
+    nblk = -(-H // LANES)
+    slabs = plan.wbuf[rec["w_slabs"] : rec["w_slabs"] + nblk * 7 * G].reshape(nblk, 7, G)
+    W = spec.layers[0][0].W
+    for gate in range(4):
+        for unit in range(nblk * LANES):
+            b, u = divmod(unit, LANES)
+            got = slabs[b, :, gate * LANES + u]
+            np.testing.assert_array_equal(got, W[gate * H + unit] if unit < H else 0.0)
+    bias = plan.wbuf[rec["bias"] : rec["bias"] + nblk * G]
+    np.testing.assert_array_equal(unpack_rows(bias, H), spec.layers[0][0].b)
 
 
 def test_packed_buffer_is_aligned_and_read_only():
     spec = random_spec(hidden_size=21, num_layers=2, num_directions=2, seed=3)
-    wbuf, meta = pack_model(spec)
-    assert wbuf.ctypes.data % 64 == 0 and not wbuf.flags.writeable and not meta.flags.writeable
-    assert meta.shape[0] == 4 and np.all(meta[:, :3] % 16 == 0)
+    plan = build_plan(spec)
+    assert plan.wbuf.ctypes.data % 64 == 0 and not plan.wbuf.flags.writeable and not plan.layers.flags.writeable
+    for field in ("w_slabs", "r_slabs", "bias", "cell"):
+        assert np.all(plan.layers[field] % 16 == 0)
+    assert plan.general is None  # default cells only: the general cell is not even compiled
 
 
-# n covers every tile mix (tile_rows): 1-3 rows alone, 4 = one 4-row tile, 6, 8 = 4 + 4, 9 = 4 + 4 + 1,
-# 11 = 6 + 4 + 1, 263 = two panels of 6-row tiles, a 4-row tile and a leftover. K = 300 spans three pieces
-# of k (recurrence.KC).
+# n covers every tile mix of both plans (gemm.split_wide / split_narrow): 1-3 rows alone, 4 = one 4-row tile,
+# 6, 8 = 4 + 4, 9 = 4 + 4 + 1, 11 = 6 + 4 + 1, 263 = several panels of tall tiles, short tiles and a leftover.
+# K = 300 spans several pieces of k; the blocking (k_chunk, panel_rows) is varied too.
 TILE_CASES = [(1, 37), (3, 37), (4, 300), (6, 37), (8, 300), (9, 37), (11, 300), (263, 5)]
+BLOCKINGS = [(128, 252), (16, 12)]
 
 
 @pytest.mark.parametrize("n,K", TILE_CASES)
 @pytest.mark.parametrize("blk0,blk1", [(0, 1), (0, 5), (1, 5), (2, 8), (3, 3)])
-def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1):
+@pytest.mark.parametrize("kc,panel", BLOCKINGS)
+def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1, kc, panel):
     """Drivers sweep the blocks down on every other step (cache reuse): each (row, block) result must be
     the same FMA chain either way, and blocks outside blk0..blk1 untouched."""
     rng = np.random.default_rng(n * 100 + blk0 * 10 + blk1)
@@ -110,8 +119,8 @@ def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1):
     rows = rng.permutation(n + 2)[:n].astype(np.int64)
     start = rng.normal(size=(n, nblk * G)).astype(np.float32)
     up, down = start.copy(), start.copy()
-    _gates_add(slabs, v, up, rows, blk0, blk1, False)
-    _gates_add(slabs, v, down, rows, blk0, blk1, True)
+    _gates_add(slabs, v, up, rows, blk0, blk1, False, kc, panel)
+    _gates_add(slabs, v, down, rows, blk0, blk1, True, kc, panel)
     np.testing.assert_array_equal(up, down)
     inside = slice(blk0 * G, blk1 * G)
     np.testing.assert_array_equal(np.delete(up, np.s_[inside], axis=1), np.delete(start, np.s_[inside], axis=1))
@@ -123,22 +132,26 @@ def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1):
 
 @pytest.mark.parametrize("n,K", TILE_CASES)
 def test_row_tiles_change_no_bit(n, K):
-    """A row's gate sums must not depend on the tile that computed it (6-row, 4-row or alone): the same
-    FMA chain in each. This is what lets a batch and a single stream, or run() and step(), agree bit for bit."""
+    """A row's gate sums must not depend on the tile that computed it (6-, 4-, 2-row or alone) nor on the
+    cache blocking: the same FMA chain in each. This is what lets a batch and a single stream, or run() and
+    step(), agree bit for bit."""
     rng = np.random.default_rng(n * 7 + K)
     nblk = 5
     slabs = rng.normal(size=nblk * K * G).astype(np.float32)
     v = rng.normal(size=(n, K)).astype(np.float32)
     start = rng.normal(size=(n, nblk * G)).astype(np.float32)
     together = start.copy()
-    _gates_add(slabs, v, together, np.arange(n, dtype=np.int64), 0, nblk, False)
+    _gates_add(slabs, v, together, np.arange(n, dtype=np.int64), 0, nblk, False, 128, 252)
+    blocked = start.copy()
+    _gates_add(slabs, v, blocked, np.arange(n, dtype=np.int64), 0, nblk, False, 16, 12)
+    np.testing.assert_array_equal(together, blocked)
     for r in range(n):
         alone = start[r : r + 1].copy()
-        _gates_add(slabs, v, alone, np.array([r], np.int64), 0, nblk, False)
+        _gates_add(slabs, v, alone, np.array([r], np.int64), 0, nblk, False, 128, 252)
         np.testing.assert_array_equal(together[r], alone[0])
 
 
-@pytest.mark.parametrize("H", [1, 3, BLOCK, BLOCK + 1, 37, 64, 130])
+@pytest.mark.parametrize("H", [1, 3, LANES, LANES + 1, 37, 64, 130])
 @pytest.mark.parametrize("B", [1, 3, 9])
 def test_kernels_match_reference(H, B):
     spec = random_spec(hidden_size=H, num_layers=2, seed=H * 10 + B)
@@ -149,44 +162,63 @@ def test_kernels_match_reference(H, B):
     assert rel_error(st.h, h_ref) < TOL and rel_error(st.c, c_ref) < TOL
 
 
-def test_parallel_step_matches_run_bit_for_bit():
-    """An engine above step()'s parallel crossover (engine.STEP_PARALLEL_MIN_WORK) steps its blocks on
-    every thread; with 1 and with 2 threads the frames must equal run()'s outputs (serial at this size)
-    bit for bit."""
-    spec = random_spec(hidden_size=240, input_size=240, num_layers=2, seed=5)
-    eng = fastlstm.Engine(spec)
-    assert eng._step_parallel
-    x = np.random.default_rng(5).normal(size=(7, 240)).astype(np.float32)
-    y_run, st_run = eng.run(x)
+@pytest.fixture
+def team_always(monkeypatch):
+    """Every call uses a team of every allowed thread, whatever its size (the crossovers set to 0), so
+    small models exercise the team protocol (kernels/team.py)."""
+    import fastlstm.tuning as tuning
+
+    monkeypatch.setattr(tuning, "TEAM_MIN_STEP_WORK", 0)
+    monkeypatch.setattr(tuning, "TEAM_MIN_RUN_WORK", 0)
     before = fastlstm.get_num_threads()
-    try:
-        for threads in sorted({1, min(2, __import__("numba").config.NUMBA_NUM_THREADS)}):
-            fastlstm.set_num_threads(threads)
-            st = eng.new_state()
-            y_step = np.stack([eng.step(x_t, st) for x_t in x])
-            np.testing.assert_array_equal(y_step, y_run)
-            np.testing.assert_array_equal(st.c, st_run.c)
-    finally:
-        fastlstm.set_num_threads(before)
+    yield min(2, fastlstm.threads.MAX_THREADS)
+    fastlstm.set_num_threads(before)
 
 
-@pytest.mark.parametrize("H,B", [(400, 1), (390, 2), (272, 9)])  # above the parallel crossover
-def test_threads_1_and_2_identical(H, B):
-    spec = random_spec(hidden_size=H, input_size=20, seed=7)
+TEAM_CASES = [  # H, input, layers, directions, proj, batch, general cell (peepholes)
+    (37, 11, 2, 1, 0, 1, False), (64, 20, 1, 2, 0, 3, False), (33, 7, 2, 1, 20, 4, False),
+    (40, 9, 1, 1, 0, 2, True), (130, 30, 3, 1, 0, 9, False), (17, 5, 2, 2, 9, 5, True),
+]
+
+
+@pytest.mark.parametrize("H,I,L,D,P,B,peep", TEAM_CASES)
+def test_threads_1_and_2_identical(team_always, H, I, L, D, P, B, peep):
+    """run() and step() give the same bits with 1 and 2 threads (a team splits blocks, never a chain), and
+    match the float64 reference; also with sequence_lens, a projection and the general cell."""
+    spec = random_spec(I, H, L, D, P, peephole=peep, seed=H + B)
     eng = fastlstm.Engine(spec)
-    x = np.random.default_rng(0).normal(size=(6, B, 20)).astype(np.float32)
-    before = fastlstm.get_num_threads()
-    try:
-        fastlstm.set_num_threads(1)
-        y1, s1 = eng.run(x)
-        fastlstm.set_num_threads(min(2, __import__("numba").config.NUMBA_NUM_THREADS))
-        y2, s2 = eng.run(x)
-    finally:
-        fastlstm.set_num_threads(before)
-    np.testing.assert_array_equal(y1, y2)
-    np.testing.assert_array_equal(s1.c, s2.c)
-    y_ref, _, _ = reference_run(spec, x)
-    assert rel_error(y1, y_ref) < TOL
+    rng = np.random.default_rng(H)
+    x = rng.normal(size=(9, B, I)).astype(np.float32)
+    lens = rng.integers(0, 10, B)
+    results = {}
+    for threads in sorted({1, team_always}):
+        fastlstm.set_num_threads(threads)
+        y, st = eng.run(x, sequence_lens=lens)
+        steps = None
+        if D == 1:
+            st_step = eng.new_state(B)
+            steps = np.stack([eng.step(x[t], st_step) for t in range(9)])
+        results[threads] = (y, st.h, st.c, steps)
+    for got, want in zip(results[team_always], results[1], strict=True):
+        np.testing.assert_array_equal(got, want)
+    y_ref, h_ref, c_ref = reference_run(spec, x, sequence_lens=lens)
+    assert rel_error(results[1][0], y_ref) < TOL and rel_error(results[1][2], c_ref) < TOL
+
+
+def test_team_under_many_calls_stays_exact(team_always):
+    """Thousands of back-to-back team steps and runs (workers spinning, sleeping, arriving late): every
+    result equals the single-thread one."""
+    spec = random_spec(24, 48, 2, seed=3)
+    eng = fastlstm.Engine(spec)
+    x = np.random.default_rng(1).normal(size=(400, 24)).astype(np.float32)
+    fastlstm.set_num_threads(1)
+    y1, _ = eng.run(x)
+    fastlstm.set_num_threads(team_always)
+    st = eng.new_state()
+    y2 = np.stack([eng.step(x_t, st) for x_t in x])
+    np.testing.assert_array_equal(y2, y1)
+    for _ in range(30):
+        np.testing.assert_array_equal(eng.run(x[:37])[0], y1[:37])
 
 
 @pytest.mark.parametrize("H,B,L", [(1, 1, 1), (20, 1, 3), (33, 4, 2), (64, 16, 2), (300, 1, 1), (400, 1, 2)])
@@ -202,18 +234,18 @@ def test_step_over_sequence_equals_run(H, B, L):
     np.testing.assert_array_equal(st.c, final.c)
 
 
-def test_step_returns_a_fresh_array_and_allocates_no_state():
+def test_step_returns_a_fresh_array_or_fills_out():
     spec = random_spec(hidden_size=8, seed=1)
     eng = fastlstm.Engine(spec)
-    st = eng.new_state()
+    st, st2 = eng.new_state(), eng.new_state()
     x = np.ones(spec.input_size, np.float32)
     y1 = eng.step(x, st)
     keep = y1.copy()
     eng.step(x, st)
     np.testing.assert_array_equal(y1, keep)  # the caller's array is not internal memory
-    scratch = st._scratch
-    eng.step(x, st)
-    assert st._scratch is scratch  # scratch owned by the state, reused
+    out = np.empty(8, np.float32)
+    assert eng.step(x, st2, out=out) is out
+    np.testing.assert_array_equal(out, keep)
 
 
 def test_sequence_lens_batched_matches_reference():

@@ -478,11 +478,11 @@ def test_default_stream_refuses_concurrent_use():
     x = np.ones(spec.input_size, np.float32)
     held, release = threading.Event(), threading.Event()
 
-    def hold_default_stream(_x, _state):  # runs while the other thread owns the default stream
+    def hold_default_stream(_x, _state, _out):  # runs while the other thread owns the default stream
         held.set()
         release.wait(10)
 
-    th = threading.Thread(target=eng._on_default_stream, args=(hold_default_stream, None))
+    th = threading.Thread(target=eng._on_default_stream, args=(hold_default_stream, None, None))
     th.start()
     try:
         assert held.wait(10)

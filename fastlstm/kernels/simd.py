@@ -1,18 +1,20 @@
-"""A 16-lane float32 vector type for numba kernels: explicit SIMD through LLVM vector values.
+"""A float32 vector type for numba kernels: explicit SIMD through LLVM vector values, LANES wide.
 
 Why: numba cannot keep an array-based accumulator (`acc[j] += w[k, j] * h[k]`) in registers, and its
-auto-vectoriser picks 256-bit code on this CPU. An `F32x16` value is an LLVM `<16 x float>` SSA
-value, so a loop of `vfma` calls keeps its running sums in (512-bit, with AVX-512) registers and sums
-in exactly the order written: every kernel that uses the same call sequence gets bit-identical
-results. On CPUs without AVX-512, LLVM splits each value into two 256-bit (or four 128-bit) halves.
+auto-vectoriser picks its own width. A `FVec` value is an LLVM `<LANES x float>` SSA value, so a loop of
+`vfma` calls keeps its running sums in registers and sums in exactly the order written: every kernel that
+uses the same call sequence gets bit-identical results. LANES comes from the host plan (target.py): 16 on
+AVX-512 (one zmm), 8 elsewhere (one ymm on AVX2; two xmm halves on SSE-only CPUs).
 
-Memory access is through a raw float32 pointer (`fptr(array)`, for a C-contiguous float32 array of
-any rank) and a flat element index (callers compute row offsets). Pointers, not arrays, cross the
-calls between kernels on purpose: every array passed to or bound inside a numba function costs an
-atomic reference-count increment and decrement, which in the per-block code cost more than the
-arithmetic. `vload`/`vstore` are unaligned 16-lane accesses, `vload_n`/`vstore_n` touch only the
-first n lanes (masked: the tail block of a hidden size that is not a multiple of 16). Nothing is
-bounds-checked: the drivers derive every offset from the validated packed table and state shapes.
+Memory access is through raw pointers (`fptr(array)`, for a C-contiguous float32 array of any rank) and
+flat element indices (callers compute row offsets). Pointers, not arrays, cross the calls between kernels
+on purpose: every array passed to or bound inside a numba function costs an atomic reference-count
+increment and decrement, which in the per-block code cost more than the arithmetic. `vload`/`vstore` are
+unaligned LANES-wide accesses, `vload_n`/`vstore_n` touch only the first n lanes (masked: the tail block of
+a hidden size that is not a multiple of LANES). Nothing is bounds-checked: the drivers derive every offset
+from the validated plan and state shapes.
+
+The arithmetic intrinsics carry no fast-math flags: results do not depend on the optimiser.
 """
 
 from llvmlite import ir
@@ -21,23 +23,24 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
-LANES = 16
+from .target import LANES
+
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _VEC = ir.VectorType(_F32, LANES)
 _IVEC = ir.VectorType(_I32, LANES)
 
 
-class F32x16Type(types.Type):
+class FVecType(types.Type):
     def __init__(self):
-        super().__init__(name="F32x16")
+        super().__init__(name=f"F32x{LANES}")
 
 
-F32x16 = F32x16Type()
+FVec = FVecType()
 
 
-@register_model(F32x16Type)
-class _F32x16Model(models.PrimitiveModel):
+@register_model(FVecType)
+class _FVecModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         super().__init__(dmm, fe_type, _VEC)
 
@@ -82,26 +85,26 @@ def _splat(builder, scalar, vecty):
 
 
 def _lane_mask(context, builder, nty, n):
-    """<16 x i1>: lane j is on when j < n."""
+    """<LANES x i1>: lane j is on when j < n."""
     count = context.cast(builder, n, nty, types.int32)
     return builder.icmp_signed("<", ir.Constant(_IVEC, list(range(LANES))), _splat(builder, count, _IVEC))
 
 
 @intrinsic
 def vload(typingctx, ptr, idx):
-    """ptr[idx : idx + 16] as a vector."""
+    """ptr[idx : idx + LANES] as a vector."""
     _check_pointer(ptr)
 
     def codegen(context, builder, sig, args):
         ptr = _address(context, builder, args[0], sig.args[1], args[1])
         return builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
 
-    return F32x16(ptr, idx), codegen
+    return FVec(ptr, idx), codegen
 
 
 @intrinsic
 def vstore(typingctx, ptr, idx, vec):
-    """ptr[idx : idx + 16] = vec."""
+    """ptr[idx : idx + LANES] = vec."""
     _check_pointer(ptr)
 
     def codegen(context, builder, sig, args):
@@ -109,12 +112,12 @@ def vstore(typingctx, ptr, idx, vec):
         builder.store(args[2], builder.bitcast(ptr, _VEC.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.void(ptr, idx, F32x16), codegen
+    return types.void(ptr, idx, FVec), codegen
 
 
 @intrinsic
 def vload_n(typingctx, ptr, idx, n):
-    """ptr[idx : idx + n] in the first n lanes (0 <= n <= 16), zeros in the rest; reads nothing
+    """ptr[idx : idx + n] in the first n lanes (0 <= n <= LANES), zeros in the rest; reads nothing
     past element idx + n - 1."""
     _check_pointer(ptr)
 
@@ -122,10 +125,10 @@ def vload_n(typingctx, ptr, idx, n):
         ptr = _address(context, builder, args[0], sig.args[1], args[1])
         mask = _lane_mask(context, builder, sig.args[2], args[2])
         fnty = ir.FunctionType(_VEC, [ptr.type, _I32, mask.type, _VEC])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.load.v16f32.p0")
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
         return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
 
-    return F32x16(ptr, idx, n), codegen
+    return FVec(ptr, idx, n), codegen
 
 
 @intrinsic
@@ -137,11 +140,11 @@ def vstore_n(typingctx, ptr, idx, vec, n):
         ptr = _address(context, builder, args[0], sig.args[1], args[1])
         mask = _lane_mask(context, builder, sig.args[3], args[3])
         fnty = ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, mask.type])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.store.v16f32.p0")
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
         builder.call(fn, [args[2], ptr, ir.Constant(_I32, 4), mask])
         return context.get_dummy_value()
 
-    return types.void(ptr, idx, F32x16, n), codegen
+    return types.void(ptr, idx, FVec, n), codegen
 
 
 @intrinsic
@@ -153,7 +156,7 @@ def vsplat(typingctx, scalar):
     def codegen(context, builder, sig, args):
         return _splat(builder, context.cast(builder, args[0], sig.args[0], types.float32), _VEC)
 
-    return F32x16(scalar), codegen
+    return FVec(scalar), codegen
 
 
 @intrinsic
@@ -161,10 +164,11 @@ def vfma(typingctx, a, b, c):
     """a * b + c with one rounding (llvm.fma)."""
 
     def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                            f"llvm.fma.v{LANES}f32")
         return builder.call(fn, args)
 
-    return F32x16(F32x16, F32x16, F32x16), codegen
+    return FVec(FVec, FVec, FVec), codegen
 
 
 def _binary(op):
@@ -175,13 +179,14 @@ def _binary(op):
         def codegen(context, builder, sig, args):
             return getattr(builder, op)(args[0], args[1])
 
-        return F32x16(F32x16, F32x16), codegen
+        return FVec(FVec, FVec), codegen
 
     return vector_op
 
 
 vmul = _binary("fmul")
 vdiv = _binary("fdiv")
+vadd = _binary("fadd")
 
 
 @intrinsic
@@ -195,4 +200,64 @@ def vclamp(typingctx, x, lo, hi):
         above = builder.fcmp_ordered(">", x, hi)
         return builder.select(below, lo, builder.select(above, hi, x))
 
-    return F32x16(F32x16, F32x16, F32x16), codegen
+    return FVec(FVec, FVec, FVec), codegen
+
+
+@intrinsic
+def ptr_to_int(typingctx, ptr):
+    """A pointer as an int64 (to publish it in the team's control block)."""
+    if not isinstance(ptr, types.CPointer):
+        raise TypingError(f"ptr_to_int: expected a pointer, got {ptr}")
+
+    def codegen(context, builder, sig, args):
+        return builder.ptrtoint(args[0], ir.IntType(64))
+
+    return types.int64(ptr), codegen
+
+
+def _int_to(ptrtype):
+    @intrinsic
+    def int_to_ptr(typingctx, value):
+        def codegen(context, builder, sig, args):
+            return builder.inttoptr(args[0], context.get_value_type(ptrtype))
+
+        return ptrtype(types.int64), codegen
+
+    return int_to_ptr
+
+
+IntPtr = types.CPointer(types.int64)
+int_to_fptr = _int_to(FloatPtr)
+int_to_iptr = _int_to(IntPtr)
+
+
+@intrinsic
+def iptr(typingctx, arr):
+    """The int64 pointer to element 0 of a C-contiguous int64 array."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.layout == "C"):
+        raise TypingError(f"iptr: expected a C-contiguous int64 array, got {arr}")
+    return IntPtr(arr), _data_pointer
+
+
+@intrinsic
+def ints_at(typingctx, ptr, idx):
+    """An int64 pointer to the 8 bytes at float index idx (even) of a float32 pointer: int64 tables kept in
+    a float32 buffer (the state's step scratch)."""
+    _check_pointer(ptr)
+
+    def codegen(context, builder, sig, args):
+        ptr = _address(context, builder, args[0], sig.args[1], args[1])
+        return builder.bitcast(ptr, ir.IntType(64).as_pointer())
+
+    return IntPtr(ptr, idx), codegen
+
+
+@intrinsic
+def keep(typingctx, arr):
+    """A use of `arr` the optimiser keeps: numba frees an array after its last use, and a raw pointer taken
+    from it (fptr, iptr) is not one. Call keep(arr) after the last use of such a pointer."""
+
+    def codegen(context, builder, sig, args):
+        return context.get_dummy_value()
+
+    return types.void(arr), codegen

@@ -1,0 +1,257 @@
+"""gates_add: start + inputs @ slabs for a range of blocks and a set of input rows, cache blocked, on the
+plan's register tiles; the result is stored, or goes straight through the fused LSTM cell.
+
+Arguments travel as named tuples of pointers and sizes (see the constructors below):
+    Weights(w, slabs, K)        slab of block b at w[slabs + b*K*G : ...], (K, G) k-major (tiles.py)
+    Inputs(v, base, stride, rows)
+                                input row j is v[base + rows[j]*stride : +K]
+    Sums(out, offsets, bias)    row j's G-float gate vector of block b at out[offsets[j] + b*G]; the chains
+                                start from w[bias + b*G ...] when bias >= 0, else from what `out` holds
+    Cell(fuse, c, c_base, c_stride, hc, hc_base, hc_stride, H)
+                                fuse: the default cell runs on the finished sums in registers (c and hc of
+                                input row r = rows[j] updated at c[c_base + r*c_stride ...], hc[hc_base +
+                                r*hc_stride ...]; the sums are never stored); else the sums are stored
+    Tiling(k_chunk, panel_rows) cache blocking (tuning.py)
+Every field is a plain (non-literal) int64 / bool / pointer, so all call sites share one compiled copy.
+
+Cache blocking: rows go in panels of panel_rows (their inputs stay in L2 while every block passes over
+them) and, inside a block, k_chunk values of k at a time (that piece of the slab stays in L1 while every
+tile of the panel uses it). A partial sum waits in `out` between pieces as the float32 it is in a register,
+so the blocking changes no bit. Leftover rows (fewer than a tile) go one at a time, two blocks at a time.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from .cell import update_fast
+from .config import JIT
+from .simd import vload, vstore
+from .target import LANES
+from .tiles import G, gemm_2row, gemm_4row, gemm_6row, gemv_1blk, gemv_2blk
+
+Weights = namedtuple("Weights", "w slabs K")
+Inputs = namedtuple("Inputs", "v base stride rows")
+Sums = namedtuple("Sums", "out offsets bias")
+Cell = namedtuple("Cell", "fuse c c_base c_stride hc hc_base hc_stride H")
+Tiling = namedtuple("Tiling", "k_chunk panel_rows")
+
+
+@njit(inline="always")
+def weights(w, slabs, K):
+    return Weights(w, np.int64(slabs), np.int64(K))
+
+
+@njit(inline="always")
+def inputs(v, base, stride, rows):
+    return Inputs(v, np.int64(base), np.int64(stride), rows)
+
+
+@njit(inline="always")
+def sums_at(out, offsets, bias):
+    return Sums(out, offsets, np.int64(bias))
+
+
+@njit(inline="always")
+def cell_of(fuse, c, c_base, c_stride, hc, hc_base, hc_stride, H):
+    return Cell(np.bool_(fuse), c, np.int64(c_base), np.int64(c_stride), hc, np.int64(hc_base),
+                np.int64(hc_stride), np.int64(H))
+
+
+@njit(inline="always")
+def no_cell(out):
+    """The store epilogue (a dense product, or gate sums kept for the general cell)."""
+    return cell_of(False, out, 0, 0, out, 0, 0, 0)
+
+
+@njit(inline="always")
+def tiling_of(m):
+    """The cache blocking of a plan record (layout.LAYER)."""
+    return Tiling(np.int64(m.k_chunk), np.int64(m.panel_rows))
+
+
+@njit(inline="always")
+def serpentine(i, lo, hi, down):
+    """The i-th of lo..hi-1, counted from hi-1 when `down`: drivers sweep the blocks up on one step and
+    down on the next, so the weights the last sweep touched (still in L1/L2) are read first."""
+    return hi - 1 - i if down else lo + i
+
+
+@njit(**JIT)
+def block_start(w, sums, o, blk):
+    """A block's starting gate vectors for one row: the bias, or the value in out[o:]."""
+    if sums.bias >= 0:
+        off = sums.bias + blk * G
+        return vload(w, off), vload(w, off + LANES), vload(w, off + 2 * LANES), vload(w, off + 3 * LANES)
+    out = sums.out
+    return vload(out, o), vload(out, o + LANES), vload(out, o + 2 * LANES), vload(out, o + 3 * LANES)
+
+
+@njit(**JIT)
+def block_done(sums, o, a0, a1, a2, a3, cell, r, blk):
+    """A block's finished sums for input row r: through the fused cell, or stored at out[o:]."""
+    if cell.fuse:
+        unit0 = blk * LANES
+        update_fast(a0, a1, a2, a3, cell.c, cell.c_base + r * cell.c_stride + unit0, min(LANES, cell.H - unit0),
+                    cell.hc, cell.hc_base + r * cell.hc_stride + unit0)
+    else:
+        out = sums.out
+        vstore(out, o, a0)
+        vstore(out, o + LANES, a1)
+        vstore(out, o + 2 * LANES, a2)
+        vstore(out, o + 3 * LANES, a3)
+
+
+@njit(**JIT)
+def piece_done(sums, o, a0, a1, a2, a3, partial, cell, r, blk):
+    """A tile row's sums after one piece of k: parked in out[o:] when more pieces follow, else block_done."""
+    if partial:
+        out = sums.out
+        vstore(out, o, a0)
+        vstore(out, o + LANES, a1)
+        vstore(out, o + 2 * LANES, a2)
+        vstore(out, o + 3 * LANES, a3)
+    else:
+        block_done(sums, o, a0, a1, a2, a3, cell, r, blk)
+
+
+@njit(**JIT)
+def tile_start(wt, sums, k0, o, blk):
+    """Starting vectors of a tile row for the piece at k0: the block's start, or the parked partial sums."""
+    if k0 == 0:
+        return block_start(wt.w, sums, o, blk)
+    out = sums.out
+    return vload(out, o), vload(out, o + LANES), vload(out, o + 2 * LANES), vload(out, o + 3 * LANES)
+
+
+# ---- row tiles: one per plan (only the plan's own tiles are ever compiled) ----------------------------------
+@njit(**JIT)
+def tile_2rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell):
+    """Rows j, j+1 of block blk over k = k0..k0+kn (gemm_2row)."""
+    o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
+    r0, r1 = src.rows[j], src.rows[j + 1]
+    acc = (*tile_start(wt, sums, k0, o0, blk), *tile_start(wt, sums, k0, o1, blk))
+    st, b = src.stride, src.base + k0
+    s = gemm_2row(wt.w, slab, kn, src.v, b + r0 * st, b + r1 * st, acc)
+    piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
+    piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
+
+
+@njit(**JIT)
+def tile_4rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell):
+    """Rows j..j+3 of block blk over k = k0..k0+kn (gemm_4row)."""
+    o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
+    o2, o3 = sums.offsets[j + 2] + blk * G, sums.offsets[j + 3] + blk * G
+    r0, r1, r2, r3 = src.rows[j], src.rows[j + 1], src.rows[j + 2], src.rows[j + 3]
+    acc = (*tile_start(wt, sums, k0, o0, blk), *tile_start(wt, sums, k0, o1, blk),
+           *tile_start(wt, sums, k0, o2, blk), *tile_start(wt, sums, k0, o3, blk))
+    st, b = src.stride, src.base + k0
+    s = gemm_4row(wt.w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, acc)
+    piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
+    piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
+    piece_done(sums, o2, s[8], s[9], s[10], s[11], partial, cell, r2, blk)
+    piece_done(sums, o3, s[12], s[13], s[14], s[15], partial, cell, r3, blk)
+
+
+@njit(**JIT)
+def tile_6rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell):
+    """Rows j..j+5 of block blk over k = k0..k0+kn (gemm_6row)."""
+    off = sums.offsets
+    o0, o1, o2 = off[j] + blk * G, off[j + 1] + blk * G, off[j + 2] + blk * G
+    o3, o4, o5 = off[j + 3] + blk * G, off[j + 4] + blk * G, off[j + 5] + blk * G
+    rw = src.rows
+    r0, r1, r2, r3, r4, r5 = rw[j], rw[j + 1], rw[j + 2], rw[j + 3], rw[j + 4], rw[j + 5]
+    acc = (*tile_start(wt, sums, k0, o0, blk), *tile_start(wt, sums, k0, o1, blk),
+           *tile_start(wt, sums, k0, o2, blk), *tile_start(wt, sums, k0, o3, blk),
+           *tile_start(wt, sums, k0, o4, blk), *tile_start(wt, sums, k0, o5, blk))
+    st, b = src.stride, src.base + k0
+    s = gemm_6row(wt.w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, b + r4 * st,
+                  b + r5 * st, acc)
+    piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
+    piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
+    piece_done(sums, o2, s[8], s[9], s[10], s[11], partial, cell, r2, blk)
+    piece_done(sums, o3, s[12], s[13], s[14], s[15], partial, cell, r3, blk)
+    piece_done(sums, o4, s[16], s[17], s[18], s[19], partial, cell, r4, blk)
+    piece_done(sums, o5, s[20], s[21], s[22], s[23], partial, cell, r5, blk)
+
+
+@njit(inline="always")
+def split_wide(n):
+    """AVX-512: rows 0..n6 in 6-row tiles, the next n4 in 4-row tiles, 0 or 1 left over (2 or 3 when n < 4).
+    Trading one 6-row tile for 4-row ones avoids 2-3 leftovers (B = 8: 4 + 4, not 6 + 1 + 1)."""
+    n6 = n - n % 6
+    if n - n6 in (2, 3) and n6 >= 6:
+        n6 -= 6
+    return n6, (n - n6) - (n - n6) % 4
+
+
+@njit(**JIT)
+def panel_tiles_wide(wt, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
+    """AVX-512 plan: the rows p0..p1 of a panel in 6-row tiles up to n_tall, then 4-row tiles."""
+    for j in range(p0, min(p1, n_tall), 6):
+        tile_6rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell)
+    for j in range(max(p0, n_tall), p1, 4):
+        tile_4rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell)
+
+
+@njit(inline="always")
+def split_narrow(n):
+    """AVX2 plan: rows in 2-row tiles, 0 or 1 left over."""
+    return n - n % 2, 0
+
+
+@njit(**JIT)
+def panel_tiles_narrow(wt, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
+    """AVX2 plan: the rows p0..p1 of a panel in 2-row tiles."""
+    for j in range(p0, p1, 2):
+        tile_2rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell)
+
+
+if LANES == 16:
+    split_rows, panel_tiles = split_wide, panel_tiles_wide
+else:
+    split_rows, panel_tiles = split_narrow, panel_tiles_narrow
+
+
+@njit(**JIT)
+def gates_add(wt, src, n, sums, blk0, blk1, down, cell, tiling):
+    """Sums of blocks blk0..blk1 for the n rows j: start + v[rows[j]] @ slab, every (row, block) pair one
+    FMA chain over k (tiles.py), then block_done. `down` sweeps the blocks from blk1-1 down (the order of
+    blocks changes which weights are cached, never a result)."""
+    n_tall, n_short = split_rows(n)
+    tiled = n_tall + n_short
+    p0 = np.int64(0)
+    while p0 < tiled:  # the last panel takes the short tiles too: one more sweep over the blocks would
+        p1 = p0 + tiling.panel_rows if p0 + tiling.panel_rows < n_tall else tiled  # stream R again each step
+        for i in range(blk1 - blk0):
+            blk = serpentine(i, blk0, blk1, down)
+            for k0 in range(0, wt.K, tiling.k_chunk):
+                kn = min(tiling.k_chunk, wt.K - k0)
+                slab = wt.slabs + (blk * wt.K + k0) * G
+                panel_tiles(wt, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
+        p0 = p1
+    pairs = (blk1 - blk0 + 1) // 2  # blocks blk0, blk0+1, ... two at a time; the odd last block alone
+    for j in range(tiled, n):
+        r = src.rows[j]
+        voff = src.base + r * src.stride
+        for p in range(pairs):
+            blk = blk0 + 2 * serpentine(p, 0, pairs, down)
+            o0 = sums.offsets[j] + blk * G
+            a0, a1, a2, a3 = block_start(wt.w, sums, o0, blk)
+            if blk + 1 < blk1:
+                b0, b1, b2, b3 = block_start(wt.w, sums, o0 + G, blk + 1)
+                s = gemv_2blk(wt.w, wt.slabs + blk * wt.K * G, wt.slabs + (blk + 1) * wt.K * G, wt.K, src.v, voff,
+                              a0, a1, a2, a3, b0, b1, b2, b3)
+                block_done(sums, o0, s[0], s[1], s[2], s[3], cell, r, blk)
+                block_done(sums, o0 + G, s[4], s[5], s[6], s[7], cell, r, blk + 1)
+            else:
+                s1 = gemv_1blk(wt.w, wt.slabs + blk * wt.K * G, wt.K, src.v, voff, a0, a1, a2, a3)
+                block_done(sums, o0, s1[0], s1[1], s1[2], s1[3], cell, r, blk)
+
+
+@njit(inline="always")
+def product(wt, src, n, sums, blk0, blk1, down, cell, tiling):
+    """gates_add with its counts and flags as plain int64 / bool: a constant argument would be typed as a
+    literal and compile another copy of gates_add (seconds of first-ever compile each)."""
+    gates_add(wt, src, np.int64(n), sums, np.int64(blk0), np.int64(blk1), np.bool_(down), cell, tiling)

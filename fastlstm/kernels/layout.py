@@ -1,0 +1,98 @@
+"""Where everything lives: the per-layer-direction plan record, the packed weight layout, and the one
+state buffer (h, c and step scratch) with its offsets. Pure arithmetic, usable from Python and numba.
+
+Packed weights (built by fastlstm/plan.py, read by the kernels; offsets count float32 elements of wbuf):
+a block is LANES hidden units, nblk = ceil(H / LANES), Hp = nblk * LANES, G = 4 * LANES gate rows per
+block [i(LANES) f(LANES) g(LANES) o(LANES)]: gate row j = gate*LANES + u of block blk is canonical row
+gate*H + blk*LANES + u.
+
+    W slabs   (nblk, I, G)     k-major: slab blk, row k = the block's G gate weights of input k
+    R slabs   (nblk, Hout, G)  same; a thread's range of blocks is one contiguous slice of R
+    bias      (nblk * G,)      pre-summed, packed gate order
+    proj      (pblk, H, G)     the projection (Hout, H) as slabs of G outputs, pblk = ceil(Hout / G)
+    peephole  (3, H)           p_i, p_f, p_o (general cell only)
+    cell      (CELL_FLOATS,)   alphas (3), betas (3), clip (inf = none) of the general cell
+"""
+
+import numpy as np
+from numba import njit
+
+from .target import LANES
+
+G = 4 * LANES
+CELL_FLOATS = 7
+ALIGN = 64 // 4  # floats: every packed array starts on a cache line
+
+# One record per layer-direction (row l*D + d of the plan's table), fields by name in the kernels.
+LAYER = np.dtype([
+    ("input_size", np.int64),    # I: inputs of this layer (K of W)
+    ("hidden", np.int64),        # H
+    ("output", np.int64),        # Hout (= proj_size, or H)
+    ("blocks", np.int64),        # nblk = ceil(H / LANES)
+    ("w_slabs", np.int64),       # offset of W's slabs in wbuf
+    ("r_slabs", np.int64),       # offset of R's slabs
+    ("bias", np.int64),          # offset of the packed bias
+    ("proj_slabs", np.int64),    # offset of the projection's slabs, -1 without a projection
+    ("proj_blocks", np.int64),   # pblk
+    ("proj_zero", np.int64),     # offset of pblk * G zeros: the projection's chains start from 0
+    ("peephole", np.int64),      # offset of (3, H) peepholes, -1 without
+    ("cell", np.int64),          # offset of the general cell's floats
+    ("f_code", np.int64),        # ONNX activation codes (activations.ACTIVATION_CODES) of f, g, h
+    ("g_code", np.int64),
+    ("h_code", np.int64),
+    ("input_forget", np.int64),  # 1: f = 1 - i (ONNX input_forget)
+    ("default_cell", np.int64),  # 1: sigmoid/tanh/tanh, no clip/peephole/input_forget: the fused cell
+    ("reverse", np.int64),       # 1: runs from the last valid step to the first
+    ("directions", np.int64),    # D of the model (every record of a model holds the same)
+    ("k_chunk", np.int64),       # tuning: k values per slab piece (the piece stays in L1), tuning.py
+    ("panel_rows", np.int64),    # tuning: input rows per panel (their inputs stay in L2)
+    ("step_chunk", np.int64),    # tuning: blocks per unit of step's sweep (W then R of the same blocks)
+])
+
+
+@njit(cache=True)
+def padded_hidden(H):
+    """Hp: H rounded up to whole blocks."""
+    return -(-H // LANES) * LANES
+
+
+@njit(cache=True)
+def out_stride(H, Hout, has_proj):
+    """Floats per row of a layer's new-h buffer: Hp without a projection (the cell writes whole blocks),
+    whole projection blocks with one."""
+    return -(-Hout // G) * G if has_proj else padded_hidden(H)
+
+
+# The state buffer of B streams of a stack of L layers x D directions, one float32 array:
+#   h        (L, D, B, Hout)                              the public State.h (a view)
+#   c        (L, D, B, H)                                 the public State.c (a view)
+#   hc       (L, B, Hp)      step scratch: o * h(c) of the step being computed, per layer
+#   hnew     (L, B, S)       step scratch: each layer's new h (S = out_stride; = hc's rows without proj)
+#   gates    (B, 4Hp)        step scratch: gate sums, stored only for the general cell
+#   tables   (2B + 2) int64  step scratch: rows 0..B-1, their gate offsets, the sweep counter (2 floats each)
+#   shape    (5,) int64      the last 10 floats: L, D, B, H, Hout, written when the State is made; the
+#                            kernels refuse a buffer whose shape is not their model's
+# h and c hold state between calls; the scratch holds nothing between calls (copies ignore it).
+SHAPE_WORDS = 5
+
+
+@njit(cache=True)
+def state_sizes(L, D, B, H, Hout, has_proj):
+    """(h floats, c floats, total floats) of a state buffer (total is even: the shape words are aligned)."""
+    n_h, n_c = L * D * B * Hout, L * D * B * H
+    Hp, S = padded_hidden(H), out_stride(H, Hout, has_proj)
+    scratch = L * B * Hp + L * B * S + B * 4 * Hp + 2 * (2 * B + 2)
+    total = n_h + n_c + scratch + ALIGN + 2 * SHAPE_WORDS  # ALIGN: the int64 tables start 8-byte aligned
+    return n_h, n_c, total + total % 2
+
+
+@njit(cache=True)
+def scratch_offsets(L, D, B, H, Hout, has_proj):
+    """Offsets of hc, hnew, gates and the int64 tables (as a float offset, even) in a state buffer."""
+    n_h, n_c, _ = state_sizes(L, D, B, H, Hout, has_proj)
+    Hp, S = padded_hidden(H), out_stride(H, Hout, has_proj)
+    hc = n_h + n_c
+    hnew = hc + L * B * Hp
+    gates = hnew + L * B * S
+    tables = gates + B * 4 * Hp
+    return hc, hnew, gates, tables + tables % 2

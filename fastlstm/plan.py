@@ -1,0 +1,177 @@
+"""How this host runs a spec: the kernel target (ISA, vector width), the tuning, and the packed weights
+with one named record per layer-direction (kernels/layout.py) that the kernels read by field.
+
+Packing writes each block's slab straight into one 64-byte aligned buffer, a block at a time, so loading
+a model never holds a second full copy of its weights: a file's tensors are memory-mapped views that are
+read once and released (release_source) as soon as their blocks are packed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import tuning
+from .kernels.activations import ACTIVATION_CODES
+from .kernels.layout import ALIGN, CELL_FLOATS, LAYER
+from .kernels.target import LANES, TARGET, Target
+from .spec import ModelSpec
+
+G = 4 * LANES
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The packed model and how to run it on this host (immutable, shared by every stream).
+
+    wbuf     (N,) float32, read-only, 64-byte aligned: every packed array (layout.py)
+    layers   (L*D,) layout.LAYER records, read-only
+    general  None when every cell is the default one (the fused path), else a marker array: the kernels
+             compile the general cell only for models that need it
+    """
+
+    target: Target
+    wbuf: np.ndarray
+    layers: np.ndarray
+    general: np.ndarray | None
+
+    @property
+    def blocks(self) -> int:
+        return int(self.layers[0]["blocks"])
+
+    @property
+    def padded_hidden(self) -> int:
+        return self.blocks * LANES
+
+
+def blocks_of(n: int, per_block: int) -> int:
+    return -(-n // per_block)
+
+
+def build_plan(spec: ModelSpec, release_source=None) -> Plan:
+    """Pack `spec` for this host. release_source(array), when given, is called on each source tensor once
+    its values are packed (format.py drops the memory-mapped pages from the process's memory)."""
+    H, Hout = spec.hidden_size, spec.output_size
+    nblk, pblk = blocks_of(H, LANES), blocks_of(Hout, G)
+    has_proj = spec.proj_size > 0
+    records = np.zeros(spec.num_layers * spec.num_directions, LAYER)
+    sizes = []  # floats of every packed array, in packing order
+    for l, layer in enumerate(spec.layers):
+        I = spec.layer_input_size(l)
+        for ds in layer:
+            sizes += [nblk * I * G, nblk * Hout * G, nblk * G, CELL_FLOATS]
+            sizes += [3 * H] if ds.peephole is not None else []
+            sizes += [pblk * H * G, pblk * G] if has_proj else []
+    total = sum(_aligned(n) for n in sizes)
+    wbuf = _aligned_empty(total)
+    cursor = _Cursor(wbuf)
+    for l, layer in enumerate(spec.layers):
+        I = spec.layer_input_size(l)
+        for d, ds in enumerate(layer):
+            rec = records[l * spec.num_directions + d]
+            rec["w_slabs"] = cursor.slabs(ds.W, H, I, release_source)
+            rec["r_slabs"] = cursor.slabs(ds.R, H, Hout, release_source)
+            rec["bias"] = cursor.put(_packed_rows(ds.b, H))
+            rec["cell"] = cursor.put(_cell_floats(ds.options))
+            rec["peephole"] = cursor.put(ds.peephole) if ds.peephole is not None else -1
+            if has_proj:
+                rec["proj_slabs"] = cursor.dense_slabs(ds.proj, release_source)
+                rec["proj_zero"] = cursor.put(np.zeros(pblk * G, np.float32))
+            else:
+                rec["proj_slabs"] = rec["proj_zero"] = -1
+            rec["input_size"], rec["hidden"], rec["output"], rec["blocks"] = I, H, Hout, nblk
+            rec["proj_blocks"] = pblk if has_proj else 0
+            rec["f_code"], rec["g_code"], rec["h_code"] = (ACTIVATION_CODES[a] for a in ds.options.activations)
+            rec["input_forget"] = int(ds.options.input_forget)
+            rec["default_cell"] = int(ds.options.is_default and ds.peephole is None)
+            rec["reverse"] = int(bool(ds.reverse))
+            rec["directions"] = spec.num_directions
+            rec["k_chunk"], rec["panel_rows"] = tuning.k_chunk(), tuning.panel_rows(max(I, Hout))
+            rec["step_chunk"] = tuning.STEP_CHUNK
+    wbuf.flags.writeable = False
+    records.flags.writeable = False
+    general = None if records["default_cell"].all() else np.zeros(1, np.float32)
+    return Plan(TARGET, wbuf, records, general)
+
+
+class _Cursor:
+    """Appends packed arrays to wbuf, each on a cache line; returns their offsets (floats)."""
+
+    def __init__(self, wbuf: np.ndarray):
+        self.wbuf, self.at = wbuf, 0
+
+    def _take(self, n: int) -> tuple[int, np.ndarray]:
+        offset = self.at
+        self.at += _aligned(n)
+        self.wbuf[offset + n : self.at] = 0.0
+        return offset, self.wbuf[offset : offset + n]
+
+    def put(self, array) -> int:
+        array = np.asarray(array, np.float32).ravel()
+        offset, dst = self._take(array.size)
+        dst[:] = array
+        return offset
+
+    def slabs(self, matrix, H: int, K: int, release_source) -> int:
+        """(4H, K) canonical gate rows -> (nblk, K, G) k-major slabs, a block at a time: block b's lane
+        gate*LANES + u holds canonical row gate*H + b*LANES + u (zero rows pad the last block)."""
+        nblk = blocks_of(H, LANES)
+        offset, flat = self._take(nblk * K * G)
+        dst = flat.reshape(nblk, K, G)
+        for b in range(nblk):
+            units = min(LANES, H - b * LANES)
+            for gate in range(4):
+                rows = matrix[gate * H + b * LANES : gate * H + b * LANES + units]  # (units, K)
+                dst[b, :, gate * LANES : gate * LANES + units] = rows.T
+                dst[b, :, gate * LANES + units : (gate + 1) * LANES] = 0.0
+        if release_source is not None:
+            release_source(matrix)
+        return offset
+
+    def dense_slabs(self, matrix, release_source) -> int:
+        """(N, K) dense rows -> (ceil(N/G), K, G) k-major slabs of G outputs (zero columns pad the last)."""
+        N, K = matrix.shape
+        nblk = blocks_of(N, G)
+        offset, flat = self._take(nblk * K * G)
+        dst = flat.reshape(nblk, K, G)
+        for b in range(nblk):
+            n = min(G, N - b * G)
+            dst[b, :, :n] = matrix[b * G : b * G + n].T
+            dst[b, :, n:] = 0.0
+        if release_source is not None:
+            release_source(matrix)
+        return offset
+
+
+def _packed_rows(vector: np.ndarray, H: int) -> np.ndarray:
+    """(4H,) canonical -> (nblk * G,) packed gate order (zeros pad the last block)."""
+    nblk = blocks_of(H, LANES)
+    out = np.zeros(nblk * G, np.float32)
+    unit = np.arange(H)
+    blk, u = np.divmod(unit, LANES)
+    for gate in range(4):
+        out[blk * G + gate * LANES + u] = vector[gate * H : (gate + 1) * H]
+    return out
+
+
+def unpack_rows(packed: np.ndarray, H: int) -> np.ndarray:
+    """Inverse of the packed gate order for a vector (tests use the round trip)."""
+    blk, u = np.divmod(np.arange(H), LANES)
+    return np.concatenate([packed[blk * G + gate * LANES + u] for gate in range(4)])
+
+
+def _cell_floats(options) -> np.ndarray:
+    clip = np.inf if options.clip is None else options.clip
+    return np.array([*options.alphas, *options.betas, clip], np.float32)
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _aligned_empty(n: int) -> np.ndarray:
+    """(n,) float32 starting on a 64-byte boundary (so packed slabs start on cache lines)."""
+    raw = np.empty(n + ALIGN, np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    return raw[start : start + n]
