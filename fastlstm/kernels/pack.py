@@ -20,6 +20,7 @@ whole stacked model crosses the numba dispatcher as two arrays.
 
 import numpy as np
 
+from ..quantized import as_float32
 from .activations import ACTIVATION_CODES
 
 BLOCK = 16  # hidden units per block = the lanes of one F32x16 vector
@@ -88,8 +89,9 @@ def pack_model(spec):
     for l, layer in enumerate(spec.layers):
         for ds in layer:
             row = np.zeros(META_COLUMNS, np.int64)
-            row[M_WP] = put(pack_slabs(ds.W, H))
-            row[M_RP] = put(pack_slabs(ds.R, H))
+            # quantized W/R (fastlstm.quantized): dequantized to float32 here until kernels read them as stored
+            row[M_WP] = put(pack_slabs(as_float32(ds.W), H))
+            row[M_RP] = put(pack_slabs(as_float32(ds.R), H))
             row[M_B] = put(pack_rows(ds.b, H))
             row[M_PEEP] = -1 if ds.peephole is None else put(ds.peephole)
             row[M_PROJ] = -1 if ds.proj is None else put(ds.proj)
