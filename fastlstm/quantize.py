@@ -76,7 +76,7 @@ def quantize_matrix(w, kind: str, where: str = "weights"):
     bad = ~np.isfinite(w)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ConversionError(f"{where}: weight [{row}, {col}] is {w[row, col]!r}; only finite weights can be "
+        raise ConversionError(f"{where}: weight [{row}, {col}] is {float(w[row, col])}; only finite weights can be "
                               f"quantized")
     if kind == "fp32":
         return w

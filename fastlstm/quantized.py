@@ -94,7 +94,7 @@ class QuantizedMatrix:
         bad = ~(np.isfinite(scale) & (scale > 0))
         if bad.any():
             row = int(np.argmax(bad))
-            raise SpecError(f"{what}: int8 scale of row {row} is {scale[row]!r}; scales must be finite and > 0")
+            raise SpecError(f"{what}: int8 scale of row {row} is {float(scale[row])}; scales must be finite and > 0")
         if data.size and int(data.min()) < -INT8_LIMIT:  # -128: not symmetric, not what we write
             row = int(np.argmin(data.min(axis=1)))
             raise SpecError(f"{what}: int8 weight -128 in row {row}; symmetric int8 uses [-127, 127]")
