@@ -103,7 +103,7 @@ def read_weights(index, rec, inputs: list[str], where: str) -> QuantizedWeights:
         zero = np.broadcast_to(zero.reshape(D, -1), (D, G)).astype(np.int16)  # (D, 4H)
         if not np.all(np.isfinite(scale) & (scale > 0)):
             bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
-            raise ConversionError(f"{where}: {name}_scale holds {bad!r}; scales must be finite and > 0")
+            raise ConversionError(f"{where}: {name}_scale holds {float(bad)}; scales must be finite and > 0")
         centred = np.ascontiguousarray((q.astype(np.int16) - zero[:, None, :]).transpose(0, 2, 1))  # (D, 4H, K)
         out.q[name], out.scales[name] = centred, scale
         out.exact[name] = bool(centred.size == 0 or np.abs(centred).max() <= INT8_LIMIT)
