@@ -63,6 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", type=_int_list, help="hidden sizes, comma separated (e.g. 64,256)")
     bench.add_argument("--threads", type=_int_list, help="thread counts, comma separated (e.g. 1,2)")
     bench.add_argument("--batch", type=_int_list, help="batch sizes for batched run (e.g. 16,64)")
+    bench.add_argument("--weights", type=_weight_list,
+                       help="weight types, comma separated: fp32 plus any of int8, fp16, bf16 (each engine's path "
+                            "at that type; default all, --quick fp32,int8,fp16)")
     return parser
 
 
@@ -73,6 +76,14 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _weight_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    known = ("fp32", "int8", "fp16", "bf16")
+    if not values or any(v not in known for v in values):
+        raise argparse.ArgumentTypeError(f"expected weight types from {', '.join(known)}, got {text!r}")
     return values
 
 
@@ -126,7 +137,7 @@ def _dispatch(args) -> int:
         from .benchmarking.cli import run_bench
 
         return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads,
-                         batch=args.batch)
+                         batch=args.batch, weights=args.weights)
     raise AssertionError(args.command)
 
 

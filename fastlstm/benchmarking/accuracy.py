@@ -108,7 +108,7 @@ def random_model_table(sizes=SIZES, layers=LAYERS, steps: int = STEPS, with_ort:
         for L in layers:
             spec, x = random_case(H, L, steps)
             errors, reference = weight_type_errors(spec, x)
-            row = {"H": H, "layers": L, "T": steps, **errors}
+            row = {"H": H, "layers": L, "T": steps, "y_max": float(np.abs(reference).max()), **errors}
             if with_ort:
                 for per_channel in (False, True):
                     key = "ort_int8_per_channel" if per_channel else "ort_int8"
@@ -275,10 +275,11 @@ def _pair(entry: dict | None) -> str:
 
 
 def markdown(rows: list[dict], silero: dict | None) -> str:
-    head = ["H", "layers", *(f"{TITLES[c]} max / RMS" for c in COLUMNS)]
+    head = ["H", "layers", "max abs y", *(f"{TITLES[c]} max / RMS" for c in COLUMNS)]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
     for r in rows:
-        out.append("| " + " | ".join([str(r["H"]), str(r["layers"]), *(_pair(r.get(c)) for c in COLUMNS)]) + " |")
+        cells = [str(r["H"]), str(r["layers"]), f"{r['y_max']:.2f}", *(_pair(r.get(c)) for c in COLUMNS)]
+        out.append("| " + " | ".join(cells) + " |")
     if silero:
         out += ["", f"Silero VAD, {silero['frames']} frames ({silero['seconds']:.0f} s of {silero['audio']}), "
                     f"{silero['speech_frames_fp32']} frames above 0.5 at fp32; pipeline vs ORT at fp32: "
