@@ -30,6 +30,7 @@ from specs import random_spec
 import converters
 import fastlstm
 from fastlstm import ConversionError, FormatError
+from fastlstm.benchmarking.accuracy import ort_quantize_dynamic
 from fastlstm.format import parse_spec
 
 _LONG = int(os.environ.get("FASTLSTM_FUZZ_EXAMPLES", "0"))
@@ -70,6 +71,9 @@ ONNX_SEEDS = [
     make_lstm_model(3, 4, direction="bidirectional", peephole=True, clip=3.0,
                     activations=["HardSigmoid", "Tanh", "Tanh"] * 2, alphas=[0.3], seed=2)[0].SerializeToString(),
 ]
+# ONNX Runtime's int8 LSTM chain (com.microsoft.DynamicQuantizeLSTM: int8 weights, scales, zero points)
+ONNX_SEEDS.append(ort_quantize_dynamic(converters.to_onnx(random_spec(3, 4, num_layers=2, num_directions=2, seed=3),
+                                                          ir_version=8).SerializeToString(), per_channel=True))
 
 
 def _note(label: str) -> None:
@@ -324,7 +328,7 @@ def edited_onnx(draw) -> bytes:
     model = onnx.ModelProto()
     model.ParseFromString(draw(st.sampled_from(ONNX_SEEDS)))
     graph = model.graph
-    lstms = [n for n in graph.node if n.op_type == "LSTM"]
+    lstms = [n for n in graph.node if n.op_type in ("LSTM", "DynamicQuantizeLSTM")]
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["attr", "attr_del", "init_dims", "init_type", "init_data", "op",
                                      "input", "node_del"]))
@@ -351,13 +355,13 @@ def edited_onnx(draw) -> bytes:
                 del init.dims[:]
                 init.dims.extend(dims)
             elif kind == "init_type":
-                init.data_type = draw(st.sampled_from([0, TensorProto.INT64, TensorProto.FLOAT16,
-                                                       TensorProto.DOUBLE, TensorProto.STRING, 99]))
+                init.data_type = draw(st.sampled_from([0, TensorProto.INT64, TensorProto.FLOAT16, TensorProto.INT8,
+                                                       TensorProto.UINT8, TensorProto.DOUBLE, TensorProto.STRING, 99]))
             elif init.raw_data:
                 init.raw_data = init.raw_data[: draw(st.integers(0, len(init.raw_data)))]
         elif kind == "op":
             node = draw(st.sampled_from(list(graph.node)))
-            node.op_type = draw(st.sampled_from(["LSTM", "GRU", "Relu", "Transpose", ""]))
+            node.op_type = draw(st.sampled_from(["LSTM", "DynamicQuantizeLSTM", "GRU", "Relu", "Transpose", ""]))
         elif kind == "input":
             node = draw(st.sampled_from(list(graph.node)))
             if node.input:
