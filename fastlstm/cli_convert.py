@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from .api import save
+from .engine import Engine
 from .errors import ConversionError
 
 VERIFY_TOLERANCE = 2e-5  # max |ours - source| / max(|source|, 1)
@@ -53,9 +54,12 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
         spec = converters.quantize(spec, weights)
     report = {"summary": summary(spec)}
     if verify:
-        from converters.quantized_verify import verify_converted
+        if spec.weights == "fp32":
+            measured = converters.verify(src, spec, Engine(spec), tolerance=VERIFY_TOLERANCE)
+        else:  # the type's tolerance, + the error against fp32 / against ORT's quantized node
+            from converters.quantized_verify import verify_converted
 
-        measured = verify_converted(src, source_spec, spec, fp32_tolerance=VERIFY_TOLERANCE)
+            measured = verify_converted(src, source_spec, spec, fp32_tolerance=VERIFY_TOLERANCE)
         spec.verify = measured
         report["verify"] = measured
     save(spec, dst)
