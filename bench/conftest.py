@@ -5,7 +5,8 @@
     pytest bench --benchmark-disable                 # smoke test: tiny sizes, each call runs once (CI)
 
 Benchmark groups are keyed by (mode, H, B, T, threads); members are the engines (fastlstm,
-onnxruntime, torch) and the roofline proxy (numpy BLAS over the same weight bytes). A peer that is
+onnxruntime, torch), their paths below fp32 on the same weights (quantized_peers.py) and the roofline
+proxy (numpy BLAS over the same weight bytes). A peer that is
 not installed is skipped with the reason. The sweep: --bench-sizes / --bench-threads / --bench-batch
 (or FASTLSTM_BENCH_SIZES / _THREADS / _BATCH, comma separated); --bench-full (FASTLSTM_BENCH_FULL=1)
 runs the full sweep even under --benchmark-disable.
@@ -20,10 +21,13 @@ import pytest
 
 from fastlstm.benchmarking.models import BenchModel, make_input, make_spec
 from fastlstm.benchmarking.peers import ENGINES, PROXY, make_peers
+from fastlstm.benchmarking.quantized_peers import BY_WEIGHTS, WEIGHT_TYPES
 
 FULL = {"sizes": [64, 128, 256, 512, 1024], "threads": [1, 2], "batch": [16, 64], "T": 100}
 SMOKE = {"sizes": [32], "threads": [1], "batch": [4], "T": 10}
-MEMBERS = [*ENGINES, PROXY]
+# the fp32 engines, each engine's path below fp32 on the same weights (fastlstm int8/fp16/bf16, ORT int8
+# per-tensor / per-channel, torch qint8 / float16), and the proxy
+MEMBERS = [*ENGINES, *(name for w in WEIGHT_TYPES if w != "fp32" for name in BY_WEIGHTS[w]), PROXY]
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def bench_models():
 @pytest.fixture
 def prepared(case, engine, bench_models, benchmark):
     """The engine, prepared on the case's model and input; skipped with the reason if unavailable."""
-    peer = make_peers()[engine]
+    peer = make_peers(weights=WEIGHT_TYPES)[engine]
     reason = peer.status()
     if reason:
         pytest.skip(f"{engine}: {reason}")

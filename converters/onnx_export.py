@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from fastlstm.errors import ConversionError
+from fastlstm.quantized import as_float32
 from fastlstm.spec import ACTIVATIONS, DEFAULT_ACTIVATIONS, ModelSpec
 
 # canonical gate blocks (i, f, g, o) -> ONNX (i, o, f, c); canonical peephole rows -> ONNX (i, o, f)
@@ -93,8 +94,8 @@ def _weights(b: _Builder, prefix, layer, H):
     def onnx_gates(a):
         return np.asarray(a, np.float32).reshape((4, H) + a.shape[1:])[list(_GATES_TO_ONNX)].reshape(a.shape)
 
-    W = np.stack([onnx_gates(ds.W) for ds in layer])
-    R = np.stack([onnx_gates(ds.R) for ds in layer])
+    W = np.stack([onnx_gates(as_float32(ds.W)) for ds in layer])  # quantized weights export as float32
+    R = np.stack([onnx_gates(as_float32(ds.R)) for ds in layer])
     B = np.stack([np.concatenate([onnx_gates(ds.b), np.zeros(4 * H, np.float32)]) for ds in layer])
     return b.const(f"{prefix}.W", W), b.const(f"{prefix}.R", R), b.const(f"{prefix}.B", B)
 

@@ -27,6 +27,7 @@ from fastlstm.errors import ConversionError, SpecError
 from fastlstm.format import MAX_DIM
 from fastlstm.spec import ACTIVATIONS, CellOptions, DirectionSpec, ModelSpec, canonical_activation
 
+from . import onnx_quantized
 from .onnx_fold import FoldLimit, run_bounded, text
 
 # ONNX gate blocks are (i, o, f, c); canonical is (i, f, g, o): take ONNX blocks in this order.
@@ -44,6 +45,7 @@ _ATTR_TYPES = {  # (op, attribute) -> the type the ONNX operator declares, for e
     ("LSTM", "activation_alpha"): _A.FLOATS, ("LSTM", "activation_beta"): _A.FLOATS,
     ("Transpose", "perm"): _A.INTS,
 }
+_ATTR_TYPES.update({(onnx_quantized.OP_TYPE, attr): kind for (op, attr), kind in _ATTR_TYPES.items() if op == "LSTM"})
 MAX_DENSE_ELEMENTS = 1 << 28  # a sparse initializer is densified only up to 1 GiB of float32
 
 
@@ -60,7 +62,8 @@ def from_onnx(source, node=None) -> ModelSpec:
     if not index.lstms:
         ops = sorted({text(op) for op in index.op_types})  # a corrupt name may come back as bytes
         raise ConversionError(
-            f"no LSTM node in the model: expected an ONNX 'LSTM' operator (cells decomposed into "
+            f"no LSTM node in the model: expected an ONNX 'LSTM' operator or ONNX Runtime's "
+            f"com.microsoft.DynamicQuantizeLSTM (cells decomposed into "
             f"MatMul/Gemm/Sigmoid/Tanh are not recognised); found ops: {', '.join(ops) if ops else 'none'}"
         )
     chosen = _select(index, node)
@@ -181,7 +184,7 @@ class _ModelIndex:
             for out in node.output:
                 if out:
                     scope.producers[out] = (node, pos)
-            if node.op_type == "LSTM" and node.domain in ("", "ai.onnx"):
+            if _is_lstm(node):
                 name = text(node.name) or f"LSTM_{self._unnamed}"  # bytes if not UTF-8
                 if not node.name:
                     self._unnamed += 1
@@ -273,6 +276,11 @@ class _ModelIndex:
                 deps.extend(_implicit_inputs(sub))
         for dep in deps:
             self._collect(owner, dep, label, nodes, inits, feeds, seen)
+
+
+def _is_lstm(node: onnx.NodeProto) -> bool:
+    """An ONNX LSTM, or ONNX Runtime's int8 one (converters/onnx_quantized.py)."""
+    return (node.op_type == "LSTM" and node.domain in ("", "ai.onnx")) or onnx_quantized.is_quantized_lstm(node)
 
 
 def _implicit_inputs(graph: onnx.GraphProto) -> list[str]:
@@ -406,7 +414,7 @@ def _data_predecessor(rec: _LstmRecord):
         if found is None or found[0] != "node":
             return None
         producer = found[1]
-        if producer.op_type == "LSTM":
+        if _is_lstm(producer):
             return (producer, path[::-1]) if producer.output[0] == name else None
         if producer.op_type not in _SHAPE_OPS or not producer.input:
             return None
@@ -515,7 +523,7 @@ def _declared_hidden(index: _ModelIndex, rec: _LstmRecord) -> int | None:
         return int(hidden) if 1 <= hidden <= MAX_DIM else None
     try:
         R = index.fold(rec.scope, {rec.node.input[2]: "R"})[rec.node.input[2]]
-        return int(R.shape[-1])
+        return int(R.shape[1] if onnx_quantized.is_quantized_lstm(rec.node) else R.shape[-1])  # (D, H, 4H)
     except (ConversionError, IndexError):
         return None
 
@@ -527,6 +535,7 @@ class _NodeWeights:
     input_size: int
     hidden_size: int
     layout: int
+    quantized: dict | None = None  # DynamicQuantizeLSTM: what onnx_quantized.QuantizedWeights.note() says
 
 
 def _convert_node(index: _ModelIndex, rec: _LstmRecord) -> _NodeWeights:
@@ -547,8 +556,12 @@ def _convert_node(index: _ModelIndex, rec: _LstmRecord) -> _NodeWeights:
         wanted[inputs[3]] = f"{where} input B"
     if inputs[7]:
         wanted[inputs[7]] = f"{where} input P"
+    quantized = None
+    if onnx_quantized.is_quantized_lstm(node):  # int8 W, R + scales: checked there, float32 views here
+        wanted.pop(inputs[1], None), wanted.pop(inputs[2], None)
+        quantized = onnx_quantized.read_weights(index, rec, list(node.input), where)
     arrays = index.fold(rec.scope, wanted)
-    W, R = arrays[inputs[1]], arrays[inputs[2]]
+    W, R = (arrays[inputs[1]], arrays[inputs[2]]) if quantized is None else (quantized.W, quantized.R)
     for label, arr in (("W", W), ("R", R)):
         if arr.ndim != 3:
             raise ConversionError(f"{where}: {label} must be 3-D (num_directions, 4*hidden, ...), "
@@ -577,15 +590,17 @@ def _convert_node(index: _ModelIndex, rec: _LstmRecord) -> _NodeWeights:
     options = _cell_options(where, attrs, D)
     directions = []
     for d in range(D):
+        W_d, R_d = ((_reorder_gates(W[d], H), _reorder_gates(R[d], H)) if quantized is None
+                    else quantized.direction(d, _GATES_FROM_ONNX))
         directions.append(DirectionSpec(
-            W=_reorder_gates(W[d], H),
-            R=_reorder_gates(R[d], H),
+            W=W_d,
+            R=R_d,
             b=_reorder_gates((B[d, : 4 * H] + B[d, 4 * H:]), H),
             peephole=None if P is None else P[d].reshape(3, H)[list(_PEEPHOLE_FROM_ONNX)].astype(np.float32),
             options=options[d],
             reverse=(direction == "reverse") or d == 1,
         ))
-    return _NodeWeights(rec.name, directions, I, H, layout)
+    return _NodeWeights(rec.name, directions, I, H, layout, None if quantized is None else quantized.note())
 
 
 def _reorder_gates(array: np.ndarray, H: int) -> np.ndarray:
@@ -653,6 +668,7 @@ def _assemble(model, index, chosen, layers: list[_NodeWeights]) -> ModelSpec:
             raise ConversionError(f"LSTM node {rec.name!r}: layout {layer.layout} differs from the first "
                                   f"layer's {first.layout}")
     producer = f"{model.producer_name} {model.producer_version}".strip()
+    notes = onnx_quantized.unify_weight_types(layers)
     spec = ModelSpec(
         input_size=first.input_size,
         hidden_size=first.hidden_size,
@@ -667,6 +683,7 @@ def _assemble(model, index, chosen, layers: list[_NodeWeights]) -> ModelSpec:
             "layout": first.layout,
             "producer": producer,
             "batch_first": _batch_first_input(chosen[0]),
+            **notes,
         },
     )
     try:

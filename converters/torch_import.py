@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fastlstm.errors import ConversionError, SpecError
+from fastlstm.quantized import as_float32
 from fastlstm.spec import DirectionSpec, ModelSpec
 
 __all__ = ["from_torch", "to_torch"]
@@ -127,8 +128,8 @@ def to_torch(spec: ModelSpec):
         for l, layer in enumerate(spec.layers):
             for d, ds in enumerate(layer):
                 sfx = f"_l{l}" + ("_reverse" if d == 1 else "")
-                getattr(lstm, "weight_ih" + sfx).copy_(torch.from_numpy(ds.W))
-                getattr(lstm, "weight_hh" + sfx).copy_(torch.from_numpy(ds.R))
+                getattr(lstm, "weight_ih" + sfx).copy_(torch.from_numpy(as_float32(ds.W)))  # quantized: float32
+                getattr(lstm, "weight_hh" + sfx).copy_(torch.from_numpy(as_float32(ds.R)))
                 getattr(lstm, "bias_ih" + sfx).copy_(torch.from_numpy(ds.b))
                 getattr(lstm, "bias_hh" + sfx).zero_()
                 if spec.proj_size:

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fastlstm.errors import ConversionError, VerificationError
 
-from . import onnx_import, torch_import
+from . import onnx_import, onnx_quantized, torch_import
 
 VERIFY_STEPS, VERIFY_BATCH, VERIFY_SEED = 16, 2, 1234
 _WEIGHT_SLOTS = (1, 2, 3, 7)  # W, R, B, P inputs of an ONNX LSTM node
@@ -26,8 +26,7 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
 
     Raises VerificationError when the relative error exceeds `tolerance`, ConversionError when the
     source runtime is not installed or cannot run the source."""
-    rng = np.random.default_rng(VERIFY_SEED)
-    x = rng.standard_normal((VERIFY_STEPS, VERIFY_BATCH, spec.input_size)).astype(np.float32)
+    x = verify_input(spec)
     fmt = spec.source.get("format")
     if fmt == "onnx":
         runtime, expected = _onnx_runtime_output(source, spec, x)
@@ -41,6 +40,7 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
     measured = {
         "runtime": runtime,
         "max_abs_error": max_abs,
+        "rms_error": float(np.sqrt(np.mean((ours.astype(np.float64) - expected) ** 2))),
         "max_rel_error": max_abs / scale,
         "tolerance": tolerance,
         "input_shape": list(x.shape),
@@ -54,16 +54,22 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
     return measured
 
 
+def verify_input(spec) -> np.ndarray:
+    """The random input every verification runs: (VERIFY_STEPS, VERIFY_BATCH, I) float32 N(0, 1), fixed seed."""
+    rng = np.random.default_rng(VERIFY_SEED)
+    return rng.standard_normal((VERIFY_STEPS, VERIFY_BATCH, spec.input_size)).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------ ONNX
 
 
-def _onnx_runtime_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
+def _onnx_runtime_output(source, spec, x: np.ndarray, keep_quantized: bool = False) -> tuple[str, np.ndarray]:
     try:
         import onnxruntime as ort
     except ImportError:
         raise ConversionError("--verify of an ONNX model needs onnxruntime (pip install onnxruntime)") from None
     model = onnx_import._load(source)
-    cut, layout = _cut_chain(model, spec)
+    cut, layout = _cut_chain(model, spec, keep_quantized)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     try:
@@ -78,8 +84,11 @@ def _onnx_runtime_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
     return f"onnxruntime {ort.__version__}", y.transpose(0, 2, 1, 3).reshape(T, B, D * H).astype(np.float64)
 
 
-def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
-    """A standalone model X -> Y of the spec's LSTM chain, weights folded from the original graph."""
+def _cut_chain(model: onnx.ModelProto, spec, keep_quantized: bool = False) -> tuple[onnx.ModelProto, int]:
+    """A standalone model X -> Y of the spec's LSTM chain, weights folded from the original graph.
+
+    DynamicQuantizeLSTM nodes become LSTM nodes on the float32 weights they stand for ((q - zero_point) *
+    scale, the semantics fastlstm runs), or with keep_quantized stay as they are (ORT's own int8 kernel)."""
     index = onnx_import._ModelIndex(model)
     names = spec.source.get("node") or []
     names = [names] if isinstance(names, str) else list(names)
@@ -101,16 +110,30 @@ def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
                                               domain=op.domain, **_node_attributes(op)))
         inputs = list(rec.node.input) + [""] * (8 - len(rec.node.input))
         inputs[0] = "X" if k == 0 else inputs[0]
-        for slot in _WEIGHT_SLOTS:
+        quantized = onnx_quantized.is_quantized_lstm(rec.node)
+        slots = _WEIGHT_SLOTS
+        if quantized and keep_quantized:
+            slots = (*_WEIGHT_SLOTS, 8, 9, 10, 11)
+        elif quantized:  # the dequantized weights in ONNX LSTM's layout; the scale inputs go
+            weights = onnx_quantized.read_weights(index, rec, list(rec.node.input), f"LSTM node {rec.name!r}")
+            inputs = inputs[:8]
+            for slot, value in ((1, weights.W), (2, weights.R)):
+                inputs[slot] = _add_constant(initializers, f"v{len(initializers)}", value)
+            slots = (3, 7)
+        for slot in slots:
             if inputs[slot]:
                 value = index.fold(rec.scope, {inputs[slot]: f"{rec.name} input {slot}"})[inputs[slot]]
-                inputs[slot] = _add_constant(initializers, f"v{len(initializers)}", value.astype(np.float32))
+                kept = quantized and keep_quantized and slot in (1, 2, 9, 11)  # int8 / uint8 stay as they are
+                inputs[slot] = _add_constant(initializers, f"v{len(initializers)}",
+                                             value if kept else value.astype(np.float32))
         inputs[4] = inputs[5] = inputs[6] = ""  # sequence_lens, initial_h, initial_c: zero state
         while inputs and inputs[-1] == "":
             inputs.pop()
         outputs = list(rec.node.output) + [""] * (3 - len(rec.node.output))
         outputs[0] = "Y" if k == len(chain) - 1 else (outputs[0] or f"chain{k}.Y")
-        nodes.append(helper.make_node("LSTM", inputs, outputs[:1], name=rec.name, **_node_attributes(rec.node)))
+        op, domain = ((rec.node.op_type, rec.node.domain) if quantized and keep_quantized else ("LSTM", ""))
+        nodes.append(helper.make_node(op, inputs, outputs[:1], name=rec.name, domain=domain,
+                                      **_node_attributes(rec.node)))
     layout = int(spec.source.get("layout", 0) or 0)
     x_shape = ["T", "B", spec.input_size] if layout == 0 else ["B", "T", spec.input_size]
     graph = helper.make_graph(
@@ -119,7 +142,10 @@ def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
         initializer=initializers,
     )
-    cut = helper.make_model(graph, opset_imports=[helper.make_opsetid("", index.opset or 14)])
+    opsets = [helper.make_opsetid("", index.opset or 14)]
+    if keep_quantized:
+        opsets.append(helper.make_opsetid(onnx_quantized.DOMAIN, 1))
+    cut = helper.make_model(graph, opset_imports=opsets)
     cut.ir_version = min(model.ir_version or 8, 8)
     return cut, layout
 

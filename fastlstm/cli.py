@@ -48,6 +48,8 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--prefix", help="PyTorch: state_dict prefix of the LSTM (default: the only one)")
     convert.add_argument("--verify", action="store_true",
                          help="run the source runtime on random input, store the error, fail above tolerance")
+    convert.add_argument("--weights", choices=["fp32", "fp16", "bf16", "int8"],
+                         help="store W and R as fp16, bf16 or int8 (per gate row); default: the source's")
 
     info = commands.add_parser("info", help="describe a .fastlstm file")
     info.add_argument("file")
@@ -61,6 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", type=_int_list, help="hidden sizes, comma separated (e.g. 64,256)")
     bench.add_argument("--threads", type=_int_list, help="thread counts, comma separated (e.g. 1,2)")
     bench.add_argument("--batch", type=_int_list, help="batch sizes for batched run (e.g. 16,64)")
+    bench.add_argument("--weights", type=_weight_list,
+                       help="weight types, comma separated: fp32 plus any of int8, fp16, bf16 (each engine's path "
+                            "at that type; default all, --quick fp32,int8,fp16)")
     return parser
 
 
@@ -71,6 +76,14 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _weight_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    known = ("fp32", "int8", "fp16", "bf16")
+    if not values or any(v not in known for v in values):
+        raise argparse.ArgumentTypeError(f"expected weight types from {', '.join(known)}, got {text!r}")
     return values
 
 
@@ -100,12 +113,15 @@ def _dispatch(args) -> int:
     if args.command == "convert":
         from .cli_convert import convert_file
 
-        report = convert_file(args.src, args.output, node=args.node, prefix=args.prefix, verify=args.verify)
+        report = convert_file(args.src, args.output, node=args.node, prefix=args.prefix, verify=args.verify,
+                              weights=args.weights)
         print(f"wrote {args.output}: {report['summary']}")
         if "verify" in report:
             v = report["verify"]
             print(f"verify against {v['runtime']}: max abs error {v['max_abs_error']:.3g}, "
                   f"max rel error {v['max_rel_error']:.3g} (tolerance {v['tolerance']:.0e}) ok")
+            for line in quantization_lines(v):
+                print(line)
         return 0
     if args.command == "info":
         from . import format as packed
@@ -121,7 +137,7 @@ def _dispatch(args) -> int:
         from .benchmarking.cli import run_bench
 
         return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads,
-                         batch=args.batch)
+                         batch=args.batch, weights=args.weights)
     raise AssertionError(args.command)
 
 
@@ -143,6 +159,7 @@ def describe(spec) -> dict:
         ],
         "parameters": int(sum(a.size for layer in spec.layers for ds in layer
                               for a in (ds.W, ds.R, ds.b, ds.peephole, ds.proj) if a is not None)),
+        "weights": spec.weights,
         "source": spec.source,
         "verify": spec.verify,
     }
@@ -157,6 +174,7 @@ def format_info(spec, path: str) -> str:
         f"  sizes       input {d['input_size']}, hidden {d['hidden_size']}, "
         f"projection {d['proj_size'] or 'none'}, output {d['output_size'] * d['num_directions']}",
         f"  parameters  {d['parameters']:,}",
+        f"  weights     {d['weights']}" + ("" if d["weights"] == "fp32" else " (W and R; the rest is fp32)"),
     ]
     for l, layer in enumerate(d["cells"]):
         for k, cell in enumerate(layer):
@@ -172,9 +190,24 @@ def format_info(spec, path: str) -> str:
         v = d["verify"]
         lines.append(f"  verified    against {_one_line(v.get('runtime'))}: max abs error "
                      f"{_number(v.get('max_abs_error'))}, max rel error {_number(v.get('max_rel_error'))}")
+        lines += ["  " + line for line in quantization_lines(v)]
     else:
         lines.append("  verified    no (convert with --verify)")
     return "\n".join(lines)
+
+
+def quantization_lines(v: dict) -> list[str]:
+    """What --verify measured about reduced-precision weights (fields of a file's verify metadata)."""
+    lines = []
+    q = v.get("quantization")
+    if isinstance(q, dict):
+        lines.append(f"{_one_line(v.get('weights'))} weights against fp32: max abs error "
+                     f"{_number(q.get('max_abs_error'))}, RMS {_number(q.get('rms_error'))}")
+    node = v.get("source_node")
+    if isinstance(node, dict) and "max_abs_error" in node:
+        lines.append(f"against {_one_line(node.get('runtime'))} (which also quantizes x and h): max abs error "
+                     f"{_number(node.get('max_abs_error'))}, RMS {_number(node.get('rms_error'))}")
+    return lines
 
 
 def _number(value) -> str:

@@ -31,8 +31,9 @@ def source_kind(path: str) -> str:
 
 
 def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None = None,
-                 verify: bool = False) -> dict:
+                 verify: bool = False, weights: str | None = None) -> dict:
     """Convert `src` into the packed file `dst`; with verify, compare against the source runtime first.
+    weights: 'fp32' | 'fp16' | 'bf16' | 'int8' stores W and R so (None: as the source has them).
 
     Nothing is written when conversion or verification fails."""
     import converters
@@ -48,9 +49,17 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
         if node is not None:
             raise ConversionError("--node applies to ONNX sources; this is a PyTorch file (use --prefix)")
         spec = converters.from_torch(src, prefix=prefix)
+    source_spec = spec
+    if weights is not None:
+        spec = converters.quantize(spec, weights)
     report = {"summary": summary(spec)}
     if verify:
-        measured = converters.verify(src, spec, Engine(spec), tolerance=VERIFY_TOLERANCE)
+        if spec.weights == "fp32":
+            measured = converters.verify(src, spec, Engine(spec), tolerance=VERIFY_TOLERANCE)
+        else:  # the type's tolerance, + the error against fp32 / against ORT's quantized node
+            from converters.quantized_verify import verify_converted
+
+            measured = verify_converted(src, source_spec, spec, fp32_tolerance=VERIFY_TOLERANCE)
         spec.verify = measured
         report["verify"] = measured
     save(spec, dst)
@@ -60,5 +69,6 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
 def summary(spec) -> str:
     kind = "bidirectional " if spec.num_directions == 2 else ""
     proj = f", projection {spec.proj_size}" if spec.proj_size else ""
-    return (f"{spec.num_layers}-layer {kind}LSTM, input {spec.input_size}, hidden {spec.hidden_size}{proj} "
+    weights = "" if spec.weights == "fp32" else f", {spec.weights} weights"
+    return (f"{spec.num_layers}-layer {kind}LSTM, input {spec.input_size}, hidden {spec.hidden_size}{proj}{weights} "
             f"(from {spec.source.get('format', 'unknown')})")

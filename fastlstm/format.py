@@ -5,6 +5,12 @@ The JSON maps tensor names to {"dtype": "F32", "shape": [...], "data_offsets": [
 relative to the first tensor byte, contiguous, no holes) and holds "__metadata__": {"fastlstm": JSON}
 with the format version, sizes, per layer/direction cell options, source and verify results.
 Any safetensors reader can open the file; ours validates every field before touching tensor bytes.
+
+Tensors per layer l, direction d: layers.l.d.W (4H, I), .R (4H, Hout), .b (4H,), optional .peephole (3, H)
+and .proj (Hout, H). Version 2 adds the metadata key "weights" ('fp32' | 'fp16' | 'bf16' | 'int8', see
+fastlstm.quantized): W and R are then stored as F16, BF16 (the uint16 bit patterns) or I8, and int8
+adds layers.l.d.W.scale and layers.l.d.R.scale, (4H,) F32, one scale per gate row. Every other tensor
+is F32. Version 1 files (no "weights": all F32) are still read.
 """
 
 from __future__ import annotations
@@ -20,13 +26,18 @@ import numpy as np
 
 from .atomic import write_atomically
 from .errors import FormatError, SpecError
+from .quantized import WEIGHT_TYPES, QuantizedMatrix
 from .spec import CellOptions, DirectionSpec, ModelSpec
 
 FORMAT_NAME = "fastlstm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; 2 added the weight type (quantized W and R)
+READ_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 16 << 20  # a header this large is not one we wrote: refuse before reading it
 MAX_DIM = 1 << 20  # hidden/input sizes beyond this are refused before any allocation
 _ALIGN = 64  # header is space-padded so tensor data starts on a cache line
+# safetensors dtype of W and R per weight type, and the little-endian numpy dtype of every stored dtype
+WEIGHT_DTYPES = {"fp32": "F32", "fp16": "F16", "bf16": "BF16", "int8": "I8"}
+NUMPY_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
 
 
 def _tensor_names(spec_like: dict, l: int, d: int) -> dict[str, tuple[int, ...]]:
@@ -35,6 +46,8 @@ def _tensor_names(spec_like: dict, l: int, d: int) -> dict[str, tuple[int, ...]]
     I = spec_like["input_size"] if l == 0 else spec_like["num_directions"] * Hout
     prefix = f"layers.{l}.{d}."
     names = {prefix + "W": (4 * H, I), prefix + "R": (4 * H, Hout), prefix + "b": (4 * H,)}
+    if spec_like.get("weights") == "int8":
+        names[prefix + "W.scale"] = names[prefix + "R.scale"] = (4 * H,)
     if spec_like["cells"][l][d]["peephole"]:
         names[prefix + "peephole"] = (3, H)
     if spec_like["proj_size"]:
@@ -56,6 +69,7 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "weights": spec.weights,
         "input_size": int(spec.input_size),
         "hidden_size": int(spec.hidden_size),
         "num_layers": int(spec.num_layers),
@@ -69,7 +83,7 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
     for l, layer in enumerate(spec.layers):
         for d, ds in enumerate(layer):
             prefix = f"layers.{l}.{d}."
-            arrays += [(prefix + "W", ds.W), (prefix + "R", ds.R), (prefix + "b", ds.b)]
+            arrays += [*_weight_arrays(prefix + "W", ds.W), *_weight_arrays(prefix + "R", ds.R), (prefix + "b", ds.b)]
             if ds.peephole is not None:
                 arrays.append((prefix + "peephole", ds.peephole))
             if ds.proj is not None:
@@ -77,14 +91,28 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
     header: dict = {"__metadata__": {FORMAT_NAME: json.dumps(meta, sort_keys=True)}}
     offset = 0
     for name, array in arrays:
-        header[name] = {"dtype": "F32", "shape": list(array.shape),
+        header[name] = {"dtype": _DTYPE_CODES[array.dtype], "shape": list(array.shape),
                         "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-(8 + len(header_bytes)) % _ALIGN)
 
-    tensors = (np.ascontiguousarray(array, dtype="<f4").tobytes() for _, array in arrays)  # one at a time
+    tensors = (np.ascontiguousarray(array).tobytes() for _, array in arrays)  # one at a time
     write_atomically(path, itertools.chain([struct.pack("<Q", len(header_bytes)), header_bytes], tensors))
+
+
+def _weight_arrays(name: str, matrix) -> list[tuple[str, np.ndarray]]:
+    """W or R as stored: one tensor, plus its scales for int8; little-endian dtypes of NUMPY_DTYPES."""
+    if not isinstance(matrix, QuantizedMatrix):
+        return [(name, np.ascontiguousarray(matrix, dtype="<f4"))]
+    stored = np.ascontiguousarray(matrix.data, dtype=NUMPY_DTYPES[WEIGHT_DTYPES[matrix.kind]])
+    if matrix.kind != "int8":
+        return [(name, stored)]
+    return [(name, stored), (name + ".scale", np.ascontiguousarray(matrix.scale, dtype="<f4"))]
+
+
+# the dtype code of each stored numpy dtype (uint16 arrays are bf16 bit patterns)
+_DTYPE_CODES = {dtype: code for code, dtype in NUMPY_DTYPES.items()}
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:
@@ -148,9 +176,11 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
     arrays: dict[str, np.ndarray] = {}
     for name, shape in expected.items():
         entry = header[name]
-        if not isinstance(entry, dict) or entry.get("dtype") != "F32":
+        want = WEIGHT_DTYPES[spec_like["weights"]] if name.endswith((".W", ".R")) else "F32"
+        if not isinstance(entry, dict) or entry.get("dtype") != want:
             dtype = entry.get("dtype") if isinstance(entry, dict) else entry
-            raise FormatError(f"{where}: tensor {name} has dtype {_show(dtype)}, expected 'F32'")
+            raise FormatError(f"{where}: tensor {name} has dtype {_show(dtype)}, expected {want!r} "
+                              f"(metadata weights={spec_like['weights']!r})")
         if entry.get("shape") != list(shape):
             raise FormatError(
                 f"{where}: tensor {name} has shape {_show(entry.get('shape'))}, "
@@ -164,7 +194,7 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         ):
             raise FormatError(f"{where}: tensor {name} has malformed data_offsets {_show(offsets)}")
         begin, end = offsets
-        nbytes = 4 * int(np.prod(shape))
+        nbytes = NUMPY_DTYPES[want].itemsize * int(np.prod(shape))
         if not 0 <= begin <= end <= data_len or end - begin != nbytes:
             raise FormatError(
                 f"{where}: tensor {name} spans bytes [{begin}, {end}) but needs {nbytes} bytes "
@@ -172,7 +202,7 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
             )
         spans.append((begin, end, name))
         raw = data[data_start + begin : data_start + end]
-        arrays[name] = np.frombuffer(raw, dtype="<f4").reshape(shape)
+        arrays[name] = np.frombuffer(raw, dtype=NUMPY_DTYPES[want]).reshape(shape)
     spans.sort()
     for (_, e0, n0), (b1, _, n1) in zip(spans, spans[1:], strict=False):
         if b1 < e0:
@@ -185,8 +215,8 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
             prefix, cell = f"layers.{l}.{d}.", spec_like["cells"][l][d]
             layer.append(
                 DirectionSpec(
-                    W=arrays[prefix + "W"],
-                    R=arrays[prefix + "R"],
+                    W=_stored_weights(arrays, prefix + "W", spec_like["weights"]),
+                    R=_stored_weights(arrays, prefix + "R", spec_like["weights"]),
                     b=arrays[prefix + "b"],
                     peephole=arrays.get(prefix + "peephole"),
                     proj=arrays.get(prefix + "proj"),
@@ -211,16 +241,28 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         raise FormatError(f"{where}: {exc}") from None
 
 
+def _stored_weights(arrays: dict, name: str, weights: str):
+    """W or R from its tensor(s): a float32 array, or a QuantizedMatrix (checked by spec.validate())."""
+    if weights == "fp32":
+        return arrays[name]
+    return QuantizedMatrix(weights, arrays[name], arrays.get(name + ".scale"))
+
+
 def _check_meta(meta: dict, where: str) -> dict:
     """Validate the metadata's sizes and cell list; return it with CellOptions objects attached."""
     if meta.get("format") != FORMAT_NAME:
         raise FormatError(f"{where}: not a fastlstm file (format {_show(meta.get('format'))})")
     version = meta.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:  # 1.0 and true are not version 1
+    if type(version) is not int or version not in READ_VERSIONS:  # 1.0 and true are not version 1
         raise FormatError(
             f"{where}: format version {_show(version)} is not supported "
-            f"(this fastlstm reads {FORMAT_VERSION})"
+            f"(this fastlstm reads {', '.join(map(str, READ_VERSIONS))})"
         )
+    weights = meta.get("weights", "fp32") if version == 1 else meta.get("weights")
+    if version == 1 and weights != "fp32" or not isinstance(weights, str) or weights not in WEIGHT_TYPES:
+        raise FormatError(f"{where}: metadata weights={_show(weights)} is not one of "
+                          f"{', '.join(WEIGHT_TYPES)}{' (version 1 files are fp32)' if version == 1 else ''}")
+    meta["weights"] = weights
     limits = {"input_size": (1, MAX_DIM), "hidden_size": (1, MAX_DIM), "num_layers": (1, 1024),
               "num_directions": (1, 2), "proj_size": (0, MAX_DIM)}
     for key, (lo, hi) in limits.items():

@@ -16,6 +16,7 @@ from . import tuning
 from .kernels.activations import ACTIVATION_CODES
 from .kernels.layout import ALIGN, CELL_FLOATS, LAYER
 from .kernels.target import LANES, TARGET, Target
+from .quantized import as_float32
 from .spec import ModelSpec
 
 G = 4 * LANES
@@ -70,8 +71,9 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
         I = spec.layer_input_size(l)
         for d, ds in enumerate(layer):
             rec = records[l * spec.num_directions + d]
-            rec["w_slabs"] = cursor.slabs(ds.W, H, I, release_source)
-            rec["r_slabs"] = cursor.slabs(ds.R, H, Hout, release_source)
+            # quantized W/R (fastlstm.quantized): dequantized to float32 until the kernels read them as stored
+            rec["w_slabs"] = cursor.slabs(as_float32(ds.W), H, I, release_source)
+            rec["r_slabs"] = cursor.slabs(as_float32(ds.R), H, Hout, release_source)
             rec["bias"] = cursor.put(_packed_rows(ds.b, H))
             rec["cell"] = cursor.put(_cell_floats(ds.options))
             rec["peephole"] = cursor.put(ds.peephole) if ds.peephole is not None else -1

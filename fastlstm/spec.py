@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import SpecError
+from .quantized import WEIGHT_TYPES, QuantizedMatrix, weight_type  # noqa: F401 (re-exported)
 
 # ONNX activation name -> (default alpha, default beta); None = the function takes no such parameter.
 # Defaults are what ONNX Runtime (the oracle for ONNX semantics) uses when activation_alpha/beta run
@@ -129,13 +130,14 @@ class DirectionSpec:
     """One direction of one layer, canonical float32 arrays (C-contiguous).
 
     W: (4H, I)   R: (4H, Hout)   b: (4H,)   peephole: (3, H) rows p_i, p_f, p_o, or None
+    (W and R may each be a QuantizedMatrix instead, see ModelSpec.weights; b, peephole, proj stay float32)
     proj: (Hout, H) or None (PyTorch's weight_hr)
     reverse: runs from the last valid step to the first. Direction 1 of a bidirectional layer is
     always reverse; a one-direction layer may be reverse too (ONNX direction="reverse").
     """
 
-    W: np.ndarray
-    R: np.ndarray
+    W: np.ndarray | QuantizedMatrix
+    R: np.ndarray | QuantizedMatrix
     b: np.ndarray
     peephole: np.ndarray | None = None
     proj: np.ndarray | None = None
@@ -161,6 +163,12 @@ class ModelSpec:
         """Hout: what one direction emits per step."""
         return self.proj_size or self.hidden_size
 
+    @property
+    def weights(self) -> str:
+        """The weight type of W and R: 'fp32' or a QuantizedMatrix kind ('fp16', 'bf16', 'int8').
+        One type per model (validate() checks that every W and R shares it)."""
+        return weight_type(self.layers[0][0].W) if self.layers and self.layers[0] else "fp32"
+
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.num_directions * self.output_size
 
@@ -183,14 +191,15 @@ class ModelSpec:
         if len(self.layers) != self.num_layers:
             raise SpecError(f"expected {self.num_layers} layers, found {len(self.layers)}")
         H, Hout = self.hidden_size, self.output_size
+        weights = self.weights
         for l, layer in enumerate(self.layers):
             if len(layer) != self.num_directions:
                 raise SpecError(f"layer {l}: expected {self.num_directions} directions, found {len(layer)}")
             I = self.layer_input_size(l)
             for d, ds in enumerate(layer):
                 where = f"layer {l} direction {d}"
-                ds.W = _checked(ds.W, (4 * H, I), f"{where} W")
-                ds.R = _checked(ds.R, (4 * H, Hout), f"{where} R")
+                ds.W = _checked_weights(ds.W, (4 * H, I), f"{where} W", weights)
+                ds.R = _checked_weights(ds.R, (4 * H, Hout), f"{where} R", weights)
                 ds.b = _checked(ds.b, (4 * H,), f"{where} b")
                 if ds.peephole is not None:
                     ds.peephole = _checked(ds.peephole, (3, H), f"{where} peephole")
@@ -205,6 +214,17 @@ class ModelSpec:
                 if not isinstance(ds.options, CellOptions):
                     raise SpecError(f"{where}: options must be CellOptions, got {type(ds.options).__name__}")
         return self
+
+
+def _checked_weights(matrix, shape: tuple[int, int], what: str, weights: str):
+    """W or R: a float32 array (cast) or a QuantizedMatrix of the model's one weight type (checked)."""
+    found = weight_type(matrix)
+    if found != weights:
+        raise SpecError(f"{what}: weight type {found}, but the model's weights are {weights} "
+                        f"(one weight type per model: every W and R shares the type of layer 0's W)")
+    if isinstance(matrix, QuantizedMatrix):
+        return matrix.checked(shape, what)
+    return _checked(matrix, shape, what)
 
 
 def _checked(array, shape: tuple[int, ...], what: str) -> np.ndarray:

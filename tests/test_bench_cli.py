@@ -34,7 +34,7 @@ def check_outputs(out) -> dict:
     modes = sorted((r["mode"], r["H"], r["B"], r["threads"]) for r in results["results"])
     assert modes == [("batched", 32, 2, 1), ("run", 32, 1, 1), ("step", 32, 1, 1)]
     for rec in results["results"]:
-        assert set(rec["engines"]) == {*ENGINES, "proxy"}
+        assert {*ENGINES, "proxy"} <= set(rec["engines"])  # + the paths below fp32 (test_bench_quantized.py)
         fast = rec["engines"]["fastlstm"]
         assert fast["median_us"] > 0 and fast["us_per_step"] > 0 and fast["p25_us"] <= fast["p75_us"]
         assert rec["engines"]["proxy"]["us_per_step"] > 0

@@ -30,6 +30,7 @@ from specs import random_spec
 import converters
 import fastlstm
 from fastlstm import ConversionError, FormatError
+from fastlstm.benchmarking.accuracy import ort_quantize_dynamic
 from fastlstm.format import parse_spec
 
 _LONG = int(os.environ.get("FASTLSTM_FUZZ_EXAMPLES", "0"))
@@ -45,9 +46,13 @@ def budget(examples: int):
 # ------------------------------------------------------------------------------------- seeds
 
 
-def _packed_seed() -> bytes:
-    """A small file exercising every optional tensor: 2 layers, bidirectional, peepholes, projection."""
+def _packed_seed(weights: str = "fp32") -> bytes:
+    """A small file exercising every optional tensor: 2 layers, bidirectional, peepholes, projection;
+    W and R stored as `weights` (int8 adds the scale tensors)."""
+    from fastlstm.quantize import quantize
+
     spec = random_spec(3, 4, num_layers=2, num_directions=2, proj_size=2, peephole=True, seed=5)
+    spec = quantize(spec, weights)
     spec.source = {"format": "test"}
     spec.verify = {"runtime": "test", "max_abs_error": 0.0, "max_rel_error": 0.0}
     import tempfile
@@ -60,11 +65,15 @@ def _packed_seed() -> bytes:
 
 
 PACKED = _packed_seed()
+QUANTIZED_SEEDS = [_packed_seed(w) for w in ("int8", "fp16", "bf16")]  # format version 2, I8/F16/BF16 + scales
 ONNX_SEEDS = [
     converters.to_onnx(random_spec(3, 4, num_layers=2, seed=1)).SerializeToString(),
     make_lstm_model(3, 4, direction="bidirectional", peephole=True, clip=3.0,
                     activations=["HardSigmoid", "Tanh", "Tanh"] * 2, alphas=[0.3], seed=2)[0].SerializeToString(),
 ]
+# ONNX Runtime's int8 LSTM chain (com.microsoft.DynamicQuantizeLSTM: int8 weights, scales, zero points)
+ONNX_SEEDS.append(ort_quantize_dynamic(converters.to_onnx(random_spec(3, 4, num_layers=2, num_directions=2, seed=3),
+                                                          ir_version=8).SerializeToString(), per_channel=True))
 
 
 def _note(label: str) -> None:
@@ -120,7 +129,7 @@ def mutated_bytes(draw, seed: bytes, hot: int = 0) -> bytes:
         region = draw(st.sampled_from(["json", "data", "any"])) if hot else "any"
         if region == "json":  # the header JSON, not its length
             return draw(st.integers(min(8, top), min(hot, top)))
-        if region == "data":  # the tensor bytes: every flip there must still load (weights are free)
+        if region == "data":  # the tensor bytes: float weights are free, int8 scales and -128 are checked
             return draw(st.integers(min(hot, top), top))
         return draw(st.integers(0, top))
 
@@ -160,9 +169,9 @@ NASTY = st.one_of(
     st.lists(NASTY_INTS, max_size=4),
     st.dictionaries(st.text(max_size=4), NASTY_INTS, max_size=2),
 )
-DTYPES = st.sampled_from(["F32", "F16", "BF16", "F64", "I32", "U8", "f32", "F32 ", "", "BOOL"])
+DTYPES = st.sampled_from(["F32", "F16", "BF16", "F64", "I32", "U8", "I8", "U16", "f32", "F32 ", "", "BOOL"])
 META_KEYS = ["format", "format_version", "input_size", "hidden_size", "num_layers", "num_directions",
-             "proj_size", "cells", "source", "verify"]
+             "proj_size", "cells", "source", "verify", "weights"]
 
 
 def _split_packed(data: bytes):
@@ -173,13 +182,13 @@ def _split_packed(data: bytes):
 
 
 @st.composite
-def edited_packed(draw) -> bytes:
-    """The seed with its header JSON edited (1-3 edits), re-serialised; sometimes the length lies too."""
-    header, meta, body = _split_packed(PACKED)
+def edited_packed(draw, seeds=(PACKED,)) -> bytes:
+    """A seed with its header JSON edited (1-3 edits), re-serialised; sometimes the length lies too."""
+    header, meta, body = _split_packed(draw(st.sampled_from(seeds)))
     tensors = sorted(k for k in header if k != "__metadata__")
     for _ in range(draw(st.integers(1, 3))):
         target = draw(st.sampled_from(["meta", "meta_del", "cell", "tensor", "tensor_lie", "tensor_del",
-                                       "tensor_add", "whole_header", "whole_meta", "version"]))
+                                       "tensor_add", "whole_header", "whole_meta", "version", "weights"]))
         if not isinstance(header, dict) or not isinstance(meta, dict):
             break  # an earlier edit replaced the whole header or metadata: nothing left to edit
         if target == "meta":
@@ -187,7 +196,9 @@ def edited_packed(draw) -> bytes:
         elif target == "meta_del":
             meta.pop(draw(st.sampled_from(META_KEYS)), None)
         elif target == "version":
-            meta["format_version"] = draw(st.sampled_from([0, 2, 99, -1, "1", 1.0, None, True]))
+            meta["format_version"] = draw(st.sampled_from([0, 1, 2, 3, 99, -1, "1", 1.0, None, True]))
+        elif target == "weights":  # the weight type against the tensors' dtypes and scales
+            meta["weights"] = draw(st.sampled_from(["fp32", "fp16", "bf16", "int8", "INT8", "fp8", None]))
         elif target == "cell" and isinstance(meta.get("cells"), list) and meta["cells"]:
             layer = meta["cells"][draw(st.integers(0, len(meta["cells"]) - 1))]
             if isinstance(layer, list) and layer and isinstance(layer[0], dict):
@@ -248,10 +259,48 @@ def test_fuzz_packed_header(data):
     check_packed(data)
 
 
+@budget(300)
+@given(st.sampled_from(QUANTIZED_SEEDS).flatmap(
+    lambda seed: mutated_bytes(seed, hot=struct.unpack("<Q", seed[:8])[0] + 8)))
+def test_fuzz_quantized_packed_bytes(data):
+    """Flips in int8 data may make -128 and flips in scales NaN, zero or negative: FormatErrors too."""
+    check_packed(data)
+
+
+@st.composite
+def quantized_tensor_bytes(draw) -> bytes:
+    """The int8 seed with 1-6 bytes overwritten inside its tensors (scales and int8 weights included):
+    NaN, zero or negative scales and -128 weights must be refused, anything else must run."""
+    seed = QUANTIZED_SEEDS[0]
+    header, _, _ = _split_packed(seed)
+    start = 8 + struct.unpack("<Q", seed[:8])[0]
+    names = sorted(k for k in header if k != "__metadata__")
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(1, 6))):
+        begin, end = header[draw(st.sampled_from(names))]["data_offsets"]
+        data[start + draw(st.integers(begin, end - 1))] = draw(st.sampled_from([0x00, 0x80, 0x7F, 0xFF, 0xC0]))
+    return bytes(data)
+
+
+@budget(200)
+@given(quantized_tensor_bytes())
+def test_fuzz_quantized_tensor_bytes(data):
+    check_packed(data)
+
+
+@budget(300)
+@given(edited_packed(tuple(QUANTIZED_SEEDS)))
+def test_fuzz_quantized_packed_header(data):
+    check_packed(data)
+
+
 def test_packed_seed_is_valid():
     """The fuzz seeds must themselves load, or the fuzzers only ever test the first check."""
     check_packed(PACKED)
     assert parse_spec(PACKED).num_layers == 2
+    for seed, weights in zip(QUANTIZED_SEEDS, ("int8", "fp16", "bf16"), strict=True):
+        check_packed(seed)
+        assert parse_spec(seed).weights == weights
     for seed in ONNX_SEEDS:
         assert converters.from_onnx(seed).hidden_size == 4
 
@@ -279,7 +328,7 @@ def edited_onnx(draw) -> bytes:
     model = onnx.ModelProto()
     model.ParseFromString(draw(st.sampled_from(ONNX_SEEDS)))
     graph = model.graph
-    lstms = [n for n in graph.node if n.op_type == "LSTM"]
+    lstms = [n for n in graph.node if n.op_type in ("LSTM", "DynamicQuantizeLSTM")]
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["attr", "attr_del", "init_dims", "init_type", "init_data", "op",
                                      "input", "node_del"]))
@@ -306,13 +355,13 @@ def edited_onnx(draw) -> bytes:
                 del init.dims[:]
                 init.dims.extend(dims)
             elif kind == "init_type":
-                init.data_type = draw(st.sampled_from([0, TensorProto.INT64, TensorProto.FLOAT16,
-                                                       TensorProto.DOUBLE, TensorProto.STRING, 99]))
+                init.data_type = draw(st.sampled_from([0, TensorProto.INT64, TensorProto.FLOAT16, TensorProto.INT8,
+                                                       TensorProto.UINT8, TensorProto.DOUBLE, TensorProto.STRING, 99]))
             elif init.raw_data:
                 init.raw_data = init.raw_data[: draw(st.integers(0, len(init.raw_data)))]
         elif kind == "op":
             node = draw(st.sampled_from(list(graph.node)))
-            node.op_type = draw(st.sampled_from(["LSTM", "GRU", "Relu", "Transpose", ""]))
+            node.op_type = draw(st.sampled_from(["LSTM", "DynamicQuantizeLSTM", "GRU", "Relu", "Transpose", ""]))
         elif kind == "input":
             node = draw(st.sampled_from(list(graph.node)))
             if node.input:

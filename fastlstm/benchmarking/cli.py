@@ -36,18 +36,21 @@ class Config:
     memory_hidden: int = 2048  # "large model": 4H x (I + H) x 2 float32 ~ 134 MB at H = I = 2048
     fresh_cache: bool = True  # also time fastlstm's very first run (empty numba cache)
     preset: str = "default"
+    # weight types: fp32 plus each engine's path below it on the same weights (quantized_peers.py)
+    weights: list[str] = field(default_factory=lambda: ["fp32", "int8", "fp16", "bf16"])
 
 
 QUICK = Config(sizes=[64, 256, 1024], threads=[1, 2], batch=[16], rounds=5, block_s=0.02, budget_s=5.0, min_rounds=1,
-               coldstart_repeats=1, preset="quick")
+               coldstart_repeats=1, preset="quick", weights=["fp32", "int8", "fp16"])
 
 
-def make_config(quick: bool, sizes, threads, batch) -> Config:
+def make_config(quick: bool, sizes, threads, batch, weights=None) -> Config:
     cfg = QUICK if quick else Config()
     if os.environ.get(SMOKE_ENV):
         cfg = replace(cfg, T=10, rounds=3, block_s=0.002, coldstart_repeats=1, fresh_cache=False,
                       preset=cfg.preset + "+smoke")
-    cfg = replace(cfg, sizes=sizes or cfg.sizes, threads=threads or cfg.threads, batch=batch or cfg.batch)
+    cfg = replace(cfg, sizes=sizes or cfg.sizes, threads=threads or cfg.threads, batch=batch or cfg.batch,
+                  weights=["fp32", *(w for w in weights if w != "fp32")] if weights else cfg.weights)
     if os.environ.get(SMOKE_ENV):
         cfg = replace(cfg, coldstart_hidden=min(cfg.sizes), memory_hidden=min(cfg.sizes))
     return cfg
@@ -65,8 +68,9 @@ class Progress:
         print(f"[{self.done:>3}/{self.total}] {elapsed:6.1f}s  {text}", file=sys.stderr, flush=True)
 
 
-def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=None, batch=None) -> int:
-    cfg = make_config(quick, sizes, threads, batch)
+def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=None, batch=None,
+              weights=None) -> int:
+    cfg = make_config(quick, sizes, threads, batch, weights)
     import numba
 
     limit = numba.config.NUMBA_NUM_THREADS
@@ -79,16 +83,16 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
     t_start = time.perf_counter()
     load_start = load_average()
 
-    peers = make_peers()
+    peers = make_peers(weights=cfg.weights)
     status = {name: peer.status() for name, peer in peers.items()}
-    for name in ENGINES:
-        if status[name]:
+    for name in peers:
+        if status[name] and name != PROXY:
             print(f"note: {name} {status[name]}: its column will say so", file=sys.stderr)
     modes = [("step", 1), ("run", 1)] + [("batched", b) for b in cfg.batch]
     cold_children = 3 * cfg.coldstart_repeats + int(cfg.fresh_cache) + 3
     progress = Progress(len(cfg.threads) * len(cfg.sizes) * len(modes) + cold_children)
     print(f"fastlstm bench ({cfg.preset}): H={cfg.sizes} threads={cfg.threads} batch={cfg.batch} T={cfg.T}, "
-          f"{cfg.rounds} interleaved rounds per figure", file=sys.stderr)
+          f"weights={cfg.weights}, {cfg.rounds} interleaved rounds per figure", file=sys.stderr)
 
     models: dict[int, BenchModel] = {}
     records = []
@@ -108,7 +112,7 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
         "config": asdict(cfg),
         "peers": {name: {"available": status[name] is None, "status": status[name] or "ok",
                          "version": peers[name].version() if status[name] is None else None}
-                  for name in ENGINES},
+                  for name in peers if name != PROXY},
         "results": records,
         **coldstart_result,
         "wall_time_s": wall,
@@ -131,7 +135,7 @@ def measure_one(model: BenchModel, peers, status, mode: str, B: int, T: int, thr
     x = make_input(T, B, model.input_size)
     rec = {"mode": mode, "H": model.hidden, "B": B, "T": T, "threads": threads, "engines": {}}
     ready = {}
-    for name in [*ENGINES, PROXY]:
+    for name in peers:  # the fp32 engines, their paths below fp32, the proxy
         if status[name]:
             rec["engines"][name] = {"status": status[name]}
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastlstm.quantize import quantize
 from fastlstm.spec import CellOptions, DirectionSpec, ModelSpec
 
 SEED = 20240604  # fixed: every run of the benchmark sees the same weights and inputs
@@ -53,6 +54,7 @@ class BenchModel:
         self.spec = spec
         self._onnx = None
         self._torch = None
+        self._below_fp32: dict = {}  # the quantized variants below, built once each
 
     @property
     def hidden(self) -> int:
@@ -75,6 +77,29 @@ class BenchModel:
         if self._torch is None:
             self._torch = _converter("to_torch")(self.spec)
         return self._torch
+
+    # ---- the same weights below fp32 (quantized_peers.py) ----------------------------------------
+    def quantized_spec(self, weights: str) -> ModelSpec:
+        """The spec with W and R quantized to 'fp16' | 'bf16' | 'int8' (fastlstm.quantize)."""
+        return self._cached(("fastlstm", weights), lambda: quantize(self.spec, weights))
+
+    def ort_int8_bytes(self, per_channel: bool) -> bytes:
+        """onnxruntime.quantization.quantize_dynamic (QInt8) of onnx_bytes(): a DynamicQuantizeLSTM node."""
+        from .accuracy import ort_quantize_dynamic
+
+        return self._cached(("onnxruntime", per_channel),
+                            lambda: ort_quantize_dynamic(self.onnx_bytes(), per_channel))
+
+    def torch_dynamic(self, dtype: str):
+        """torch.ao.quantization.quantize_dynamic of torch_module() to 'qint8' or 'float16'."""
+        from .quantized_peers import torch_dynamic
+
+        return self._cached(("torch", dtype), lambda: torch_dynamic(_converter("to_torch")(self.spec), dtype))
+
+    def _cached(self, key, build):
+        if key not in self._below_fp32:
+            self._below_fp32[key] = build()
+        return self._below_fp32[key]
 
 
 class ConverterMissing(RuntimeError):

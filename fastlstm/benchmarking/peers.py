@@ -44,7 +44,7 @@ class Peer:
 
     def status(self) -> str | None:
         """None when usable, else a short reason ('not installed', 'disabled by ...')."""
-        if self.name in disabled():
+        if self.name.split()[0] in disabled():  # "torch" also disables "torch qint8"
             return f"disabled ({DISABLE_ENV})"
         if self.package and importlib.util.find_spec(self.package) is None:
             return "not installed"
@@ -102,11 +102,14 @@ class FastLSTM(Peer):
 
         fastlstm.set_num_threads(min(threads, _numba_limit()))
         set_blas_threads(threads)  # fastlstm uses no BLAS; limited anyway so every row means the same
-        self.engine = fastlstm.Engine(model.spec)
+        self.engine = fastlstm.Engine(self.spec_of(model))
         self.batch = x.shape[1]
         self.x = np.ascontiguousarray(x)
         self._x_t = self._frame(x[0])
         self.state = self.engine.new_state(self.batch)
+
+    def spec_of(self, model):
+        return model.spec  # quantized_peers.FastLSTMQuantized: the same weights below fp32
 
     def _frame(self, x_t):
         x_t = np.ascontiguousarray(x_t)
@@ -131,7 +134,7 @@ class OnnxRuntime(Peer):
 
         from .models import io_names
 
-        blob = model.onnx_bytes()
+        blob = self.onnx_of(model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -149,6 +152,9 @@ class OnnxRuntime(Peer):
         self.step_fetch = [self.io["Y_h"], self.io["Y_c"]]
         self.run_fetch = [self.io["Y"]]
         self.reset()
+
+    def onnx_of(self, model) -> bytes:
+        return model.onnx_bytes()  # quantized_peers.OnnxRuntimeInt8: its quantize_dynamic model
 
     def _frame(self, x_t):
         return np.ascontiguousarray(x_t)[None]  # (1, B, I): a T=1 sequence
@@ -177,12 +183,15 @@ class Torch(Peer):
 
         torch.set_num_threads(threads)
         self.torch = torch
-        self.lstm = model.torch_module()
+        self.lstm = self.module_of(model)
         T, B, _ = x.shape
         self.zeros = torch.zeros(model.spec.num_layers, B, model.hidden)
         self.x = torch.from_numpy(np.ascontiguousarray(x))
         self._x_t = self._frame(x[0])
         self.reset()
+
+    def module_of(self, model):
+        return model.torch_module()  # quantized_peers.TorchDynamic: quantize_dynamic of it
 
     def context(self):
         return self.torch.inference_mode()
@@ -242,8 +251,13 @@ class Proxy(Peer):
         return y
 
 
-def make_peers(with_proxy: bool = True) -> dict[str, Peer]:
+def make_peers(with_proxy: bool = True, weights=("fp32",)) -> dict[str, Peer]:
+    """The fp32 engines (+ the proxy), then each engine's path at the other weight types asked for
+    (quantized_peers.BY_WEIGHTS)."""
+    from .quantized_peers import quantized_peers
+
     peers = {p.name: p for p in (FastLSTM(), OnnxRuntime(), Torch())}
+    peers.update(quantized_peers(weights))
     if with_proxy:
         peers[PROXY] = Proxy()
     return peers

@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from . import quantized_report
 from .peers import ENGINES, PROXY
 
 PLOT_NAME = "lstm_bench.png"
@@ -176,6 +177,8 @@ def text_tables(results: dict) -> str:
     parts = []
     for title, headers, rows in sections(results):
         parts += ["", title, _text_table(headers, rows)]
+    for title, headers, rows in quantized_report.sections(results):
+        parts += ["", title, _text_table(headers, rows)]
     parts += [NOISY_NOTE]
     cs = results["coldstart"]
     parts += ["", f"Cold start (fresh process: import + load + first call), H={cs['H']}, "
@@ -191,7 +194,7 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     v = m["versions"]
     cfg = results["config"]
-    peer_notes = [f"{LABELS[n]}: {p['status']}" for n, p in results["peers"].items() if not p["available"]]
+    peer_notes = [f"{LABELS.get(n, n)}: {p['status']}" for n, p in results["peers"].items() if not p["available"]]
     out = [
         "# fastlstm benchmark report",
         "",
@@ -224,6 +227,12 @@ def markdown(results: dict) -> str:
             ""]
     for title, headers, rows in sections(results):
         out += [f"### {title}", "", _md_table(headers, rows), ""]
+    below = quantized_report.sections(results)
+    if below:
+        out += ["## Weights below fp32", "", quantized_report.NOTE, "",
+                f"![us per step per engine and weight type]({quantized_report.PLOT_NAME})", ""]
+        for title, headers, rows in below:
+            out += [f"### {title}", "", _md_table(headers, rows), ""]
     out += [NOISY_NOTE, ""]
     cs, mem = results["coldstart"], results["memory"]
     out += ["## Cold start", "",
@@ -323,6 +332,9 @@ def write_all(results: dict, out_dir: Path) -> list[Path]:
         text = text.replace(f"![us per step against H]({PLOT_NAME})", "(no plot: matplotlib is missing)")
     else:
         written.append(png)
+    weights_png = quantized_report.plot(results, out_dir / quantized_report.PLOT_NAME)
+    if weights_png is not None:
+        written.append(weights_png)
     (out_dir / "report.md").write_text(text)
     return written
 
