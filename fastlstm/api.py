@@ -36,4 +36,4 @@ def load(path: str | os.PathLike, weights: str | None = None) -> Engine:
             raise InputError(f"{os.fspath(path)} holds {spec.weights} weights; it loads only as {spec.weights} "
                              f"(quantize the fp32 model to get {weights})")
         spec = quantize(spec, weights)
-    return Engine(spec)
+    return Engine(spec, release_source=_format.release)

@@ -1,4 +1,4 @@
-"""The `fastlstm` command: convert, info, demo, bench.
+"""The `fastlstm` command: convert, info, demo, warmup, bench.
 
 Every failure prints exactly one line on stderr and no traceback (--debug shows the traceback):
     exit 1  user error: a FastLSTMError (bad model file, failed conversion or verification) or an OSError
@@ -56,6 +56,11 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the metadata as JSON")
 
     commands.add_parser("demo", help="build, convert, verify and time a built-in model (no files needed)")
+
+    warm = commands.add_parser("warmup", help="compile the kernels into the cache ahead of first use "
+                                              "(for a deployment image)")
+    warm.add_argument("--default-only", action="store_true",
+                      help="only the default-cell kernel (skip the general cell: clip, peepholes, other activations)")
 
     bench = commands.add_parser("bench", help="benchmark fastlstm against ONNX Runtime and PyTorch")
     bench.add_argument("--quick", action="store_true", help="a small sweep (< 3 minutes)")
@@ -133,6 +138,14 @@ def _dispatch(args) -> int:
         from .cli_demo import run_demo
 
         return run_demo()
+    if args.command == "warmup":
+        from .warmup import warmup
+
+        result = warmup(general=not args.default_only)
+        took = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result["seconds"].items())
+        print(f"fastlstm kernels for {result['cpu']} ({result['isa']}, {result['lanes']} lanes) ready in "
+              f"{result['cache']}: {took}")
+        return 0
     if args.command == "bench":
         from .benchmarking.cli import run_bench
 

@@ -10,6 +10,7 @@ from .kernels.entry import OP_RUN, OP_STEP, OP_WORKER, kernel
 from .plan import build_plan
 from .spec import ModelSpec
 from .state import State, check_state
+from .threads import _budget, _callers
 
 _F32 = np.dtype(np.float32)
 _NO_LENS = np.zeros(1, np.int64)  # step's unused lens argument
@@ -32,8 +33,12 @@ class Engine:
         self.plan = build_plan(spec, release_source)
         self.padded_hidden = self.plan.padded_hidden
         self.streamable = all(not ds.reverse for layer in spec.layers for ds in layer)
-        self._args = (self.plan.wbuf, self.plan.layers, self.plan.general)
+        self._wbuf, self._general = self.plan.wbuf, self.plan.general
+        self._args = (self._wbuf, self._general)
+        self._out_shapes = {1: (spec.output_size,), 2: (1, spec.output_size)}  # by the frame's ndim, batch 1
         self._team = None  # threads.Team, made by the first call that uses more than one thread
+        self._ctl = _SOLO_CTL  # its control block (a call that runs alone never reads it)
+        self._compiled = False  # True after a first kernel call (workers must not compile it themselves)
         # Work per phase (FMAs) against the measured crossovers (tuning.py): is a team worth it?
         I, H, Hout = spec.input_size, spec.hidden_size, spec.output_size
         self._step_work = 4 * H * (max(I, spec.num_directions * Hout) + Hout)  # per stream and layer
@@ -82,23 +87,24 @@ class Engine:
         """Threads for a call whose phases each do `work` FMAs: the budget when the work reaches the
         measured crossover and no other Python thread is inside a kernel, else 1."""
         size = threads.budget()
-        if size == 1 or work < crossover or not threads.alone():
-            return 1
+        if size == 1 or work < crossover or not threads.alone() or not self._compiled:
+            return 1  # (the first call compiles the kernel in the caller's thread; workers start after it)
         team = self._team
         if team is None:
             team = self._team = threads.Team(kernel, (OP_WORKER, *self._args, *_worker_dummies()))
+            self._ctl = team.ctl
         team.ensure(size)
         return size
 
-    def _ctl(self) -> np.ndarray:
-        return self._team.ctl if self._team is not None else _SOLO_CTL
 
     def _call(self, *args) -> int:
         threads.enter()
         try:
-            return kernel(*args)
+            done = kernel(*args)
         finally:
             threads.leave()
+        self._compiled = True
+        return done
 
     # ---- run -------------------------------------------------------------------------------------
     def run(self, x, state: State | None = None, sequence_lens=None, batch_first: bool = False):
@@ -124,7 +130,7 @@ class Engine:
             out = np.empty((T, B, D * self.output_size), dtype=np.float32)
             for d in range(D):
                 done = self._call(OP_RUN, *self._args, layer_input.reshape(-1), out.reshape(-1), final._buf, lens,
-                                  self._ctl(), T, B, l * D + d, team)
+                                  self._ctl, T, B, l * D + d, team)
                 if not done:  # every size was checked above, so the kernel cannot refuse them
                     raise RuntimeError("fastlstm internal error: the run kernel refused validated shapes; "
                                        "please report it")
@@ -146,22 +152,33 @@ class Engine:
         """
         if state is None:
             return self._on_default_stream(self.step, x_t, out)
-        # The common case (float32 C-contiguous frames, a State, an out of the right kind) is one kernel
-        # call; the kernel checks every size against the plan and refuses (0) instead of indexing out of
-        # bounds. Anything else, or a refusal, goes through _step_checked, which names the problem.
-        if (type(x_t) is np.ndarray and x_t.dtype is _F32 and x_t.flags.c_contiguous and type(state) is State
-                and x_t.ndim <= 2 and state._h.flags.writeable and state._c.flags.writeable):
-            B = state._h.shape[2]
-            y = out
-            if y is None:
-                y = np.empty((B, self.output_size) if x_t.ndim == 2 else self.output_size, np.float32)
-            elif not (type(y) is np.ndarray and y.dtype is _F32 and y.flags.c_contiguous and y.flags.writeable):
+        # The common case (float32 C-contiguous frames, a State, no out or a float32 one) is one kernel call
+        # and a few attribute checks here: the kernel checks every size against the plan and the state's
+        # shape words, and refuses (0) instead of indexing out of bounds. Anything else, or a refusal, goes
+        # through _step_checked, which names the problem. (Each check costs tens of ns: budgeted, ~1 us
+        # of Python in all at H = 64; docs/performance.md.)
+        if type(x_t) is np.ndarray and x_t.dtype is _F32 and type(state) is State and x_t.flags.c_contiguous:
+            B = state._batch
+            if x_t.ndim != 2 and (x_t.ndim != 1 or B != 1):  # (I,) is one stream's frame, (B, I) a batch's
+                return self._step_checked(x_t, state, out)
+            if out is None:
+                y = np.empty(self._out_shapes[x_t.ndim], np.float32) if B == 1 else np.empty((B, self.output_size),
+                                                                                             np.float32)
+            elif type(out) is np.ndarray and out.dtype is _F32 and out.flags.c_contiguous and out.flags.writeable:
+                y = out
+            else:
                 return self._step_checked(x_t, state, out)
             team = 1
-            if threads._budget[0] > 1 and B * self._step_work >= tuning.TEAM_MIN_STEP_WORK:
+            if _budget[0] > 1 and B * self._step_work >= tuning.TEAM_MIN_STEP_WORK:
                 team = self._team_for(B * self._step_work, tuning.TEAM_MIN_STEP_WORK)
-            if self._call(OP_STEP, *self._args, x_t.reshape(-1) if x_t.ndim == 2 else x_t,
-                          y.reshape(-1) if y.ndim != 1 else y, state._buf, _NO_LENS, self._ctl(), 1, B, 0, team):
+            _callers.append(None)
+            try:
+                done = kernel(OP_STEP, self._wbuf, self._general, x_t if x_t.ndim == 1 else x_t.reshape(-1),
+                              y if y.ndim == 1 else y.reshape(-1), state._buf, self._ctl, self._ctl, 1, B, 0, team)
+            finally:
+                _callers.pop()
+            if done:
+                self._compiled = True
                 return y
         return self._step_checked(x_t, state, out)
 
@@ -191,7 +208,7 @@ class Engine:
                                  f"elements (shape {shape}), found {found}")
             y = out
         team = self._team_for(B * self._step_work, tuning.TEAM_MIN_STEP_WORK)
-        if not self._call(OP_STEP, *self._args, x.reshape(-1), y.reshape(-1), state._buf, _NO_LENS, self._ctl(),
+        if not self._call(OP_STEP, *self._args, x.reshape(-1), y.reshape(-1), state._buf, _NO_LENS, self._ctl,
                           1, B, 0, team):
             raise RuntimeError("fastlstm internal error: the step kernel refused shapes that check_state "
                                "accepted; please report it")

@@ -135,6 +135,25 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
     return parse_spec(buffer, where=path)
 
 
+def release(array: np.ndarray) -> None:
+    """Drop the memory-mapped file pages behind `array` (a tensor of a spec from read_spec) from this
+    process's memory once its values are packed. The mapping stays valid: a later read faults the pages in
+    again from the page cache. A no-op for arrays not backed by a read-only mmap (or without madvise)."""
+    owner = array.base
+    while owner is not None and not isinstance(owner, mmap.mmap):
+        owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+    if owner is None or not hasattr(owner, "madvise") or array.nbytes == 0:
+        return
+    start = array.ctypes.data - np.frombuffer(owner, np.uint8).ctypes.data
+    page = mmap.PAGESIZE
+    first = start - start % page
+    end = min(start + array.nbytes, len(owner))
+    try:
+        owner.madvise(mmap.MADV_DONTNEED, first, end - first)
+    except (OSError, ValueError):
+        pass
+
+
 def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
     """Parse a packed model from any bytes-like buffer (bytes, mmap). Arrays are views into it."""
     try:

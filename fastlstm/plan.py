@@ -14,7 +14,7 @@ import numpy as np
 
 from . import tuning
 from .kernels.activations import ACTIVATION_CODES
-from .kernels.layout import ALIGN, CELL_FLOATS, LAYER
+from .kernels.layout import ALIGN, CELL_FLOATS, FIELDS, LAYER, RECORDS, records_floats
 from .kernels.target import LANES, TARGET, Target
 from .quantized import as_float32
 from .spec import ModelSpec
@@ -26,8 +26,8 @@ G = 4 * LANES
 class Plan:
     """The packed model and how to run it on this host (immutable, shared by every stream).
 
-    wbuf     (N,) float32, read-only, 64-byte aligned: every packed array (layout.py)
-    layers   (L*D,) layout.LAYER records, read-only
+    wbuf     (N,) float32, read-only, 64-byte aligned: the LAYER records, then every packed array (layout.py)
+    layers   (L*D,) layout.LAYER records, read-only: a view of the front of wbuf
     general  None when every cell is the default one (the fused path), else a marker array: the kernels
              compile the general cell only for models that need it
     """
@@ -56,7 +56,7 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
     H, Hout = spec.hidden_size, spec.output_size
     nblk, pblk = blocks_of(H, LANES), blocks_of(Hout, G)
     has_proj = spec.proj_size > 0
-    records = np.zeros(spec.num_layers * spec.num_directions, LAYER)
+    count = spec.num_layers * spec.num_directions
     sizes = []  # floats of every packed array, in packing order
     for l, layer in enumerate(spec.layers):
         I = spec.layer_input_size(l)
@@ -64,9 +64,12 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
             sizes += [nblk * I * G, nblk * Hout * G, nblk * G, CELL_FLOATS]
             sizes += [3 * H] if ds.peephole is not None else []
             sizes += [pblk * H * G, pblk * G] if has_proj else []
-    total = sum(_aligned(n) for n in sizes)
-    wbuf = _aligned_empty(total)
-    cursor = _Cursor(wbuf)
+    head = records_floats(count)
+    wbuf = _aligned_empty(head + sum(_aligned(n) for n in sizes))
+    wbuf[:head] = 0.0
+    wbuf[:2].view(np.int64)[0] = count
+    records = wbuf[RECORDS : RECORDS + 2 * FIELDS * count].view(LAYER)  # the kernels' table, inside wbuf
+    cursor = _Cursor(wbuf, head)
     for l, layer in enumerate(spec.layers):
         I = spec.layer_input_size(l)
         for d, ds in enumerate(layer):
@@ -92,7 +95,7 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
             rec["k_chunk"], rec["panel_rows"] = tuning.k_chunk(), tuning.panel_rows(max(I, Hout))
             rec["step_chunk"] = tuning.STEP_CHUNK
     wbuf.flags.writeable = False
-    records.flags.writeable = False
+    records = wbuf[RECORDS : RECORDS + 2 * FIELDS * count].view(LAYER)  # read-only now, like wbuf
     general = None if records["default_cell"].all() else np.zeros(1, np.float32)
     return Plan(TARGET, wbuf, records, general)
 
@@ -100,8 +103,8 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
 class _Cursor:
     """Appends packed arrays to wbuf, each on a cache line; returns their offsets (floats)."""
 
-    def __init__(self, wbuf: np.ndarray):
-        self.wbuf, self.at = wbuf, 0
+    def __init__(self, wbuf: np.ndarray, start: int):
+        self.wbuf, self.at = wbuf, start
 
     def _take(self, n: int) -> tuple[int, np.ndarray]:
         offset = self.at
@@ -127,8 +130,8 @@ class _Cursor:
                 rows = matrix[gate * H + b * LANES : gate * H + b * LANES + units]  # (units, K)
                 dst[b, :, gate * LANES : gate * LANES + units] = rows.T
                 dst[b, :, gate * LANES + units : (gate + 1) * LANES] = 0.0
-        if release_source is not None:
-            release_source(matrix)
+                if release_source is not None:  # a block at a time: the load never holds a tensor's pages
+                    release_source(rows)
         return offset
 
     def dense_slabs(self, matrix, release_source) -> int:
@@ -141,8 +144,8 @@ class _Cursor:
             n = min(G, N - b * G)
             dst[b, :, :n] = matrix[b * G : b * G + n].T
             dst[b, :, n:] = 0.0
-        if release_source is not None:
-            release_source(matrix)
+            if release_source is not None:
+                release_source(matrix[b * G : b * G + n])
         return offset
 
 

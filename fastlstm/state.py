@@ -60,7 +60,7 @@ class State:
     a new buffer; h and c cannot be rebound (write into them: st.h[...] = values).
     """
 
-    __slots__ = ("_buf", "_h", "_c")
+    __slots__ = ("_buf", "_h", "_c", "_batch")
 
     def __init__(self, h, c):
         h, c = _state_array(h, "h"), _state_array(c, "c")
@@ -76,6 +76,7 @@ class State:
         self._buf[total - 2 * SHAPE_WORDS :].view(np.int64)[:] = (L, D, B, H, Hout)
         self._h = self._buf[:n_h].reshape(L, D, B, Hout)
         self._c = self._buf[n_h : n_h + n_c].reshape(L, D, B, H)
+        self._batch = B
 
     @property
     def h(self) -> np.ndarray:
@@ -102,6 +103,7 @@ class State:
         n_h, n_c = self._h.size, self._c.size
         state._h = state._buf[:n_h].reshape(self._h.shape)
         state._c = state._buf[n_h : n_h + n_c].reshape(self._c.shape)
+        state._batch = self._batch
         return state
 
     def zero_(self, streams=None) -> None:
@@ -251,15 +253,14 @@ class State:
 
 
 def check_state(state, h_shape: tuple[int, ...], c_shape: tuple[int, ...], what: str = "state") -> None:
-    """Refuse a state that does not belong to this model (wrong type, shape or dtype)."""
+    """Refuse a state that does not belong to this model (wrong type or shape). Its h and c are always
+    writable C-contiguous float32 views of its own buffer (State makes them and they cannot be rebound)."""
     if not isinstance(state, State):
         raise InputError(f"{what} must be a fastlstm State (from Engine.new_state), got {type(state).__name__}")
     for name, array, shape in (("h", state.h, h_shape), ("c", state.c, c_shape)):
         if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != np.float32:
             found = (array.shape, array.dtype) if isinstance(array, np.ndarray) else type(array).__name__
             raise InputError(f"{what}.{name}: expected float32 array of shape {shape}, found {found}")
-        if not array.flags.c_contiguous or not array.flags.writeable:
-            raise InputError(f"{what}.{name} must be a C-contiguous writable array")
 
 
 def _state_array(array, name: str) -> np.ndarray:

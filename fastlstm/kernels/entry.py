@@ -5,10 +5,10 @@ the same function and share every compiled callee (each extra entry point would 
 gates_add again, seconds each on first use). Optional features are typed arguments: `general` is None
 for models whose cells are all the default one, and numba then never compiles the general cell.
 
-    kernel(op, wbuf, layers, general, x, y, state, lens, ctl, T, B, row, team) -> int
+    kernel(op, wbuf, general, x, y, state, lens, ctl, T, B, row, team) -> int
       op      OP_RUN, OP_STEP or OP_WORKER
-      wbuf    (N,) float32, read-only: the packed weights (layout.py)
-      layers  (L*D,) layout.LAYER records, read-only: the plan of each layer-direction
+      wbuf    (N,) float32, read-only: the plan (layout.py): the layout.LAYER record of each layer-direction
+              (read by field through as_layers), then the packed weights
       general None, or any float32 array when some cell needs the general (non-default) path
       x       run: (T*B*I,) input rows, time-major        step: (B*I,) frames
       y       run: (T*B*D*Hout,) outputs (all directions)  step: (B*Hout,) the last layer's new h
@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from .config import JIT
-from .layout import SHAPE_WORDS, state_sizes
+from .layout import SHAPE_WORDS, as_layers, state_sizes
 from .sequence import finish_direction, load_h, run_direction, run_phases, work_floats
 from .simd import fptr, int_to_fptr, int_to_iptr, ints_at, iptr, keep, ptr_to_int
 from .stepper import finish_step, prepare_step, step_phases, step_stack
@@ -169,7 +169,8 @@ def step_fits(layers, x, y, state, B):
 
 
 @njit(**JIT)
-def kernel(op, wbuf, layers, general, x, y, state, lens, ctl, T, B, row, team):
+def kernel(op, wbuf, general, x, y, state, lens, ctl, T, B, row, team):
+    layers = as_layers(wbuf)
     if op == OP_WORKER:
         serve(wbuf, layers, general, ctl, row)
         return 1

@@ -1,7 +1,8 @@
 """Where everything lives: the per-layer-direction plan record, the packed weight layout, and the one
 state buffer (h, c and step scratch) with its offsets. Pure arithmetic, usable from Python and numba.
 
-Packed weights (built by fastlstm/plan.py, read by the kernels; offsets count float32 elements of wbuf):
+Packed weights (built by fastlstm/plan.py, read by the kernels; offsets count float32 elements of wbuf,
+which starts with the LAYER records, see RECORDS):
 a block is LANES hidden units, nblk = ceil(H / LANES), Hp = nblk * LANES, G = 4 * LANES gate rows per
 block [i(LANES) f(LANES) g(LANES) o(LANES)]: gate row j = gate*LANES + u of block blk is canonical row
 gate*H + blk*LANES + u.
@@ -15,7 +16,11 @@ gate*H + blk*LANES + u.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
+from numba.np.numpy_support import from_dtype
 
 from .target import LANES
 
@@ -48,6 +53,41 @@ LAYER = np.dtype([
     ("panel_rows", np.int64),    # tuning: input rows per panel (their inputs stay in L2)
     ("step_chunk", np.int64),    # tuning: blocks per unit of step's sweep (W then R of the same blocks)
 ])
+
+
+FIELDS = len(LAYER.names)
+assert all(LAYER.fields[name][0] == np.int64 for name in LAYER.names) and LAYER.itemsize == 8 * FIELDS
+_LAYER_ARRAY = types.Array(from_dtype(LAYER), 1, "C", readonly=True)
+# wbuf begins with the plan's records: float 0..1 hold the record count (an int64), the records start at
+# RECORDS (a cache line in), and every packed array follows them. One array then carries the whole model
+# across numba's dispatcher (each array argument costs ~50 ns per call, a record array argument ~1 us).
+RECORDS = ALIGN
+
+
+def records_floats(count: int) -> int:
+    """Floats of wbuf before the first packed array: header line + count records, cache-line aligned."""
+    return RECORDS + -(-2 * FIELDS * count // ALIGN) * ALIGN
+
+
+@intrinsic
+def as_layers(typingctx, wbuf):
+    """The (n,) LAYER records at the front of wbuf (a read-only view; see RECORDS)."""
+    if not (isinstance(wbuf, types.Array) and wbuf.dtype == types.float32 and wbuf.ndim == 1
+            and wbuf.layout == "C"):
+        raise TypingError(f"as_layers: expected the packed float32 weights, got {wbuf}")
+
+    def codegen(context, builder, sig, args):
+        src = make_array(sig.args[0])(context, builder, args[0])
+        out = make_array(_LAYER_ARRAY)(context, builder)
+        count = builder.load(builder.bitcast(src.data, context.get_value_type(types.intp).as_pointer()))
+        first = builder.gep(src.data, [context.get_constant(types.intp, RECORDS)], inbounds=True)
+        data = builder.bitcast(first, context.get_data_type(_LAYER_ARRAY.dtype).as_pointer())
+        itemsize = context.get_constant(types.intp, LAYER.itemsize)
+        populate_array(out, data=data, shape=[count], strides=[itemsize], itemsize=itemsize, meminfo=src.meminfo)
+        context.nrt.incref(builder, sig.args[0], args[0])  # the view holds a reference to wbuf
+        return out._getvalue()
+
+    return _LAYER_ARRAY(wbuf), codegen
 
 
 @njit(cache=True)
