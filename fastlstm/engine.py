@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import threads, tuning
+from . import calibration, threads
 from .errors import InputError
 from .kernels.entry import OP_RUN, OP_STEP, OP_WORKER, kernel
 from .plan import build_plan
@@ -19,7 +19,7 @@ _NO_LENS = np.zeros(1, np.int64)  # step's unused lens argument
 class Engine:
     """A loaded model. Immutable after construction; share one Engine between threads and streams."""
 
-    def __init__(self, spec: ModelSpec, *, release_source=None):
+    def __init__(self, spec: ModelSpec, *, release_source=None, _calibrating: int = 0):
         if not isinstance(spec, ModelSpec):
             raise InputError(f"Engine(spec) expects a fastlstm ModelSpec (from converters or format.read_spec), "
                              f"got {type(spec).__name__}; to open a file use fastlstm.load(path)")
@@ -39,6 +39,7 @@ class Engine:
         self._team = None  # threads.Team, made by the first call that uses more than one thread
         self._ctl = _SOLO_CTL  # its control block (a call that runs alone never reads it)
         self._compiled = False  # True after a first kernel call (workers must not compile it themselves)
+        self._calibrating = _calibrating  # calibration.py's engines: a team whenever the budget allows
         # Work per phase (FMAs) against the measured crossovers (tuning.py): is a team worth it?
         I, H, Hout = spec.input_size, spec.hidden_size, spec.output_size
         self._step_work = 4 * H * (max(I, spec.num_directions * Hout) + Hout)  # per stream and layer
@@ -83,19 +84,21 @@ class Engine:
         return (L, D, batch, self.output_size), (L, D, batch, self.hidden_size)
 
     # ---- threads -------------------------------------------------------------------------------
-    def _team_for(self, work: int, crossover: int) -> int:
-        """Threads for a call whose phases each do `work` FMAs: the budget when the work reaches the
-        measured crossover and no other Python thread is inside a kernel, else 1."""
+    def _team_for(self, work: int, kind: str) -> int:
+        """Threads for a call whose phases each do `work` FMAs (kind "step" or "run"): the whole budget when
+        the work reaches the crossover measured on this host (calibration.py) and no other Python thread is
+        inside a kernel, else 1."""
         size = threads.budget()
-        if size == 1 or work < crossover or not threads.alone() or not self._compiled:
+        if size == 1 or not threads.alone() or not self._compiled or work < _SMALLEST_TEAM_WORK:
             return 1  # (the first call compiles the kernel in the caller's thread; workers start after it)
+        if not self._calibrating and work < getattr(calibration.crossovers(size), kind):
+            return 1
         team = self._team
         if team is None:
             team = self._team = threads.Team(kernel, (OP_WORKER, *self._args, *_worker_dummies()))
             self._ctl = team.ctl
         team.ensure(size)
         return size
-
 
     def _call(self, *args) -> int:
         threads.enter()
@@ -124,7 +127,7 @@ class Engine:
             check_state(state, h_shape, c_shape)
             final = state.copy()
         D = self.num_directions
-        team = self._team_for(B * self._run_work, tuning.TEAM_MIN_RUN_WORK)
+        team = self._team_for(B * self._run_work, "run")
         layer_input = x3
         for l in range(self.num_layers):
             out = np.empty((T, B, D * self.output_size), dtype=np.float32)
@@ -168,9 +171,7 @@ class Engine:
                 y = out
             else:
                 return self._step_checked(x_t, state, out)
-            team = 1
-            if _budget[0] > 1 and B * self._step_work >= tuning.TEAM_MIN_STEP_WORK:
-                team = self._team_for(B * self._step_work, tuning.TEAM_MIN_STEP_WORK)
+            team = self._team_for(B * self._step_work, "step") if _budget[0] > 1 else 1
             _callers.append(None)
             try:
                 done = kernel(OP_STEP, self._wbuf, self._general, x_t if x_t.ndim == 1 else x_t.reshape(-1),
@@ -207,7 +208,7 @@ class Engine:
                 raise InputError(f"out: expected a writable C-contiguous float32 array of {B * self.output_size} "
                                  f"elements (shape {shape}), found {found}")
             y = out
-        team = self._team_for(B * self._step_work, tuning.TEAM_MIN_STEP_WORK)
+        team = self._team_for(B * self._step_work, "step")
         if not self._call(OP_STEP, *self._args, x.reshape(-1), y.reshape(-1), state._buf, _NO_LENS, self._ctl,
                           1, B, 0, team):
             raise RuntimeError("fastlstm internal error: the step kernel refused shapes that check_state "
@@ -274,6 +275,9 @@ class Engine:
 
 
 _SOLO_CTL = np.zeros(1, np.int64)  # the control block of a call that runs alone (never read)
+# Below this work per phase no host's team pays (the smallest size calibration.py measures): such calls
+# never trigger the calibration.
+_SMALLEST_TEAM_WORK = 4 * calibration.SIZES[0] * calibration.SIZES[0]
 
 
 def _worker_dummies():

@@ -79,6 +79,7 @@ def k_chunk() -> int:
 
 
 # When a team of threads pays: work per phase in FMAs (B * 4H * (I + Hout) per step layer, B * 4H * Hout per
-# recurrence step of run). Below it a call runs on its caller's thread alone. Placeholders until measured.
+# recurrence step of run). Measured per host by calibration.py; these are used only with
+# FASTLSTM_CALIBRATION=off (and on one core).
 TEAM_MIN_STEP_WORK = 4 * 160 * 320
 TEAM_MIN_RUN_WORK = 4 * 192 * 192

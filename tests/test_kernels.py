@@ -166,12 +166,14 @@ def test_kernels_match_reference(H, B):
 def team_always(monkeypatch):
     """Every call uses a team of every allowed thread, whatever its size (the crossovers set to 0), so
     small models exercise the team protocol (kernels/team.py)."""
-    import fastlstm.tuning as tuning
+    import fastlstm.engine
+    from fastlstm import calibration
 
-    monkeypatch.setattr(tuning, "TEAM_MIN_STEP_WORK", 0)
-    monkeypatch.setattr(tuning, "TEAM_MIN_RUN_WORK", 0)
+    team = min(2, fastlstm.threads.MAX_THREADS)
+    monkeypatch.setattr(fastlstm.engine, "_SMALLEST_TEAM_WORK", 0)
+    monkeypatch.setitem(calibration._memo, team, calibration.Crossovers(team, 0, 0, "test"))
     before = fastlstm.get_num_threads()
-    yield min(2, fastlstm.threads.MAX_THREADS)
+    yield team
     fastlstm.set_num_threads(before)
 
 

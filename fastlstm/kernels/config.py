@@ -3,5 +3,7 @@
 # Fast-math without 'nnan'/'ninf': LLVM may reassociate and contract (vectorised dot products, FMA)
 # but must keep NaN/Inf semantics, so NaN inputs propagate instead of being optimised away.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-JIT = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
-JIT_PARALLEL = dict(JIT, parallel=True)
+# ENTRY: the one function Python calls (entry.kernel). JIT: every function only kernels call: numba
+# generates no Python wrapper for them (its code generation is part of first-use compile time).
+ENTRY = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
+JIT = dict(ENTRY, no_cpython_wrapper=True, no_cfunc_wrapper=True)

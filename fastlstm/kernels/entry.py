@@ -25,7 +25,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from .config import JIT
+from .config import ENTRY, JIT
 from .layout import SHAPE_WORDS, as_layers, state_sizes
 from .sequence import finish_direction, load_h, run_direction, run_phases, work_floats
 from .simd import fptr, int_to_fptr, int_to_iptr, ints_at, iptr, keep, ptr_to_int
@@ -99,7 +99,7 @@ def lead(op, wbuf, layers, general, ctl, x, y, state, lens, work, T, B, row, tea
     atomic_store(ctl, BUSY, 0)
 
 
-@njit(**JIT)
+@njit(inline="always")
 def serve(wbuf, layers, general, ctl, tid):
     """A worker thread's life: wait for a task, join it if it is still open and this tid is in its team,
     run the parts it claims from the master's current phase on, leave; until told to quit."""
@@ -137,7 +137,7 @@ def state_is(state, L, D, B, H, Hout):
     return shape[0] == L and shape[1] == D and shape[2] == B and shape[3] == H and shape[4] == Hout
 
 
-@njit(**JIT)
+@njit(inline="always")
 def run_fits(layers, x, y, state, lens, T, B, row):
     """The sizes run_direction indexes by: x (T*B*I), y (T*B*D*Hout), state (L, D, B) h and c, lens (B,)
     within [0, T]."""
@@ -154,7 +154,7 @@ def run_fits(layers, x, y, state, lens, T, B, row):
     return True
 
 
-@njit(**JIT)
+@njit(inline="always")
 def step_fits(layers, x, y, state, B):
     """The sizes step_stack indexes by: a forward-only stack, x (B*I0), y (B*Hout), the whole state buffer."""
     m = layers[0]
@@ -168,7 +168,7 @@ def step_fits(layers, x, y, state, B):
             and state_is(state, layers.shape[0], 1, B, m.hidden, m.output))
 
 
-@njit(**JIT)
+@njit(**ENTRY)
 def kernel(op, wbuf, general, x, y, state, lens, ctl, T, B, row, team):
     layers = as_layers(wbuf)
     if op == OP_WORKER:

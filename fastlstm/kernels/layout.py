@@ -1,5 +1,6 @@
 """Where everything lives: the per-layer-direction plan record, the packed weight layout, and the one
-state buffer (h, c and step scratch) with its offsets. Pure arithmetic, usable from Python and numba.
+state buffer (h, c and step scratch) with its offsets. Pure arithmetic (register_jitable: plain Python when
+called from Python, compiled into the kernels that call it).
 
 Packed weights (built by fastlstm/plan.py, read by the kernels; offsets count float32 elements of wbuf,
 which starts with the LAYER records, see RECORDS):
@@ -16,9 +17,9 @@ gate*H + blk*LANES + u.
 """
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core.errors import TypingError
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 from numba.np.arrayobj import make_array, populate_array
 from numba.np.numpy_support import from_dtype
 
@@ -90,13 +91,13 @@ def as_layers(typingctx, wbuf):
     return _LAYER_ARRAY(wbuf), codegen
 
 
-@njit(cache=True)
+@register_jitable
 def padded_hidden(H):
     """Hp: H rounded up to whole blocks."""
     return -(-H // LANES) * LANES
 
 
-@njit(cache=True)
+@register_jitable
 def out_stride(H, Hout, has_proj):
     """Floats per row of a layer's new-h buffer: Hp without a projection (the cell writes whole blocks),
     whole projection blocks with one."""
@@ -116,7 +117,7 @@ def out_stride(H, Hout, has_proj):
 SHAPE_WORDS = 5
 
 
-@njit(cache=True)
+@register_jitable
 def state_sizes(L, D, B, H, Hout, has_proj):
     """(h floats, c floats, total floats) of a state buffer (total is even: the shape words are aligned)."""
     n_h, n_c = L * D * B * Hout, L * D * B * H
@@ -126,7 +127,7 @@ def state_sizes(L, D, B, H, Hout, has_proj):
     return n_h, n_c, total + total % 2
 
 
-@njit(cache=True)
+@register_jitable
 def scratch_offsets(L, D, B, H, Hout, has_proj):
     """Offsets of hc, hnew, gates and the int64 tables (as a float offset, even) in a state buffer."""
     n_h, n_c, _ = state_sizes(L, D, B, H, Hout, has_proj)

@@ -39,7 +39,7 @@ def row_time(step, length, reverse):
     return length - 1 - step if reverse else step
 
 
-@njit(**JIT)
+@njit(inline="always")
 def active_rows(step, lens, B, reverse, gate_row, rows, goff, times):
     """Compact the rows active at `step` into rows/times/goff (goff = offset of xw[t, r]); their count."""
     n = 0
@@ -61,7 +61,7 @@ def copy_floats(src, soff, dst, doff, n):
         vstore_n(dst, doff + full, vload_n(src, soff + full, n - full), n - full)
 
 
-@njit(**JIT)
+@njit(inline="always")
 def emit_y(call, h, h_base, S, rows, times, n, col0, col1, y_row, y_col):
     """y[t, r, y_col + col0 : y_col + col1] = h[h_base + r*S + col0 : ...] for the n active rows."""
     for j in range(n):
@@ -87,7 +87,7 @@ def work_floats(m, T, B):
     return T * B * 4 * Hp + 2 * B * out_stride(m.hidden, m.output, m.proj_slabs >= 0) + B * Hp
 
 
-@njit(**JIT)
+@njit(inline="always")
 def load_h(m, call, h_of):
     """hbuf[0] = the state's h of this layer-direction (before the team starts)."""
     S = out_stride(m.hidden, m.output, m.proj_slabs >= 0)
@@ -180,7 +180,7 @@ def c_start(layers, B):
     return layers.shape[0] * B * m.output
 
 
-@njit(**JIT)
+@njit(inline="always")
 def finish_direction(layers, call):
     """After the last phase (master): the final h of each row (taken at its last valid step), and ONNX's
     zeros: outputs past each row's length, and the whole state of a length-0 row."""

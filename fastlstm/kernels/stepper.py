@@ -43,7 +43,7 @@ def step_phases(layers):
     return layers.shape[0] * (2 if layers[0].proj_slabs >= 0 else 1)
 
 
-@njit(**JIT)
+@njit(inline="always")
 def prepare_step(layers, state, B):
     """Fill the int64 tables (rows, goff) and flip the sweep direction kept in the scratch; returns the
     direction of this call's sweep (any start will do: the order of blocks never changes a result)."""
@@ -109,7 +109,7 @@ def step_stack(wbuf, layers, general, ctl, call):
             keep(hoff)
 
 
-@njit(**JIT)
+@njit(inline="always")
 def finish_step(layers, call):
     """After the last phase (master): every layer's new h becomes the state's h; out (B, Hout) = the last
     layer's."""

@@ -28,8 +28,6 @@ from numba.core import cgutils
 from numba.core.types import ExternalFunction
 from numba.extending import intrinsic
 
-from .config import JIT
-
 # Control block: one int64 word per cache line (8 words), then the task fields (see entry.py).
 #   GEN       task generation (odd while the master writes a task)    SLEEPERS  workers asleep in futex
 #   DONE      parts finished, over all tasks                          PHASE     phase ids handed out so far
@@ -178,7 +176,7 @@ def publish_begin(ctl):
     atomic_add(ctl, GEN, 1)
 
 
-@njit(**JIT)
+@njit(inline="always")
 def publish_end(ctl):
     """The task is readable (GEN even); wake the workers that sleep."""
     atomic_add(ctl, GEN, 1)
@@ -195,7 +193,7 @@ def reserve_phases(ctl, n):
 
 
 # ---- phases (every participant) ---------------------------------------------------------------------------
-@njit(**JIT)
+@njit(inline="always")
 def claim(ctl, part, phase_id):
     """Take part `part` of phase `phase_id` if nobody has: True when this thread must run it."""
     slot = CLAIMS + part * LINE
@@ -208,7 +206,7 @@ def part_done(ctl):
     atomic_add(ctl, DONE, 1)
 
 
-@njit(**JIT)
+@njit(inline="always")
 def wait_done(ctl, target):
     """Spin until DONE >= target (the phase's parts are all finished); yield the core now and then, so a
     participant that was descheduled in the middle of its part gets it back on an oversubscribed machine."""
@@ -221,7 +219,7 @@ def wait_done(ctl, target):
 
 
 # ---- worker side ----------------------------------------------------------------------------------------
-@njit(**JIT)
+@njit(inline="always")
 def await_task(ctl, last, timespec):
     """A worker's wait for the next task after generation `last`: spin for SPIN_CYCLES, then sleep in the
     kernel. Returns the new (even) generation, or -1 when told to quit."""
