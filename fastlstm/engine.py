@@ -33,8 +33,8 @@ class Engine:
         self.plan = build_plan(spec, release_source)
         self.padded_hidden = self.plan.padded_hidden
         self.streamable = all(not ds.reverse for layer in spec.layers for ds in layer)
-        self._wbuf, self._general = self.plan.wbuf, self.plan.general
-        self._args = (self._wbuf, self._general)
+        self._wbuf, self._variant = self.plan.wbuf, self.plan.variant
+        self._args = (self._wbuf, self._variant)
         self._out_shapes = {1: (spec.output_size,), 2: (1, spec.output_size)}  # by the frame's ndim, batch 1
         self._team = None  # threads.Team, made by the first call that uses more than one thread
         self._ctl = _SOLO_CTL  # its control block (a call that runs alone never reads it)
@@ -174,7 +174,7 @@ class Engine:
             team = self._team_for(B * self._step_work, "step") if _budget[0] > 1 else 1
             _callers.append(None)
             try:
-                done = kernel(OP_STEP, self._wbuf, self._general, x_t if x_t.ndim == 1 else x_t.reshape(-1),
+                done = kernel(OP_STEP, self._wbuf, self._variant, x_t if x_t.ndim == 1 else x_t.reshape(-1),
                               y if y.ndim == 1 else y.reshape(-1), state._buf, self._ctl, self._ctl, 1, B, 0, team)
             finally:
                 _callers.pop()

@@ -16,7 +16,7 @@ from . import tuning
 from .kernels.activations import ACTIVATION_CODES
 from .kernels.layout import ALIGN, CELL_FLOATS, FIELDS, LAYER, RECORDS, records_floats
 from .kernels.target import LANES, TARGET, Target
-from .quantized import as_float32
+from .quantized import QuantizedMatrix
 from .spec import ModelSpec
 
 G = 4 * LANES
@@ -26,16 +26,20 @@ G = 4 * LANES
 class Plan:
     """The packed model and how to run it on this host (immutable, shared by every stream).
 
-    wbuf     (N,) float32, read-only, 64-byte aligned: the LAYER records, then every packed array (layout.py)
+    wbuf     (N,) float32, read-only, 64-byte aligned: the LAYER records, then every packed array (layout.py;
+             slabs of int8 / fp16 / bf16 weights are stored as such, in wbuf's bytes)
     layers   (L*D,) layout.LAYER records, read-only: a view of the front of wbuf
-    general  None when every cell is the default one (the fused path), else a marker array: the kernels
-             compile the general cell only for models that need it
+    variant  an empty marker array whose type tells the kernels what to compile (entry.py): dtype float32,
+             int8, uint16 (bf16) or int16 (fp16) for the stored weights; ndim 2 when some cell needs the
+             general path (other activations, clip, peepholes, input_forget), else 1
+    weights  "fp32", "fp16", "bf16" or "int8"
     """
 
     target: Target
     wbuf: np.ndarray
     layers: np.ndarray
-    general: np.ndarray | None
+    variant: np.ndarray
+    weights: str
 
     @property
     def blocks(self) -> int:
@@ -57,11 +61,14 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
     nblk, pblk = blocks_of(H, LANES), blocks_of(Hout, G)
     has_proj = spec.proj_size > 0
     count = spec.num_layers * spec.num_directions
+    storage = np.dtype(STORAGE[spec.weights])
     sizes = []  # floats of every packed array, in packing order
     for l, layer in enumerate(spec.layers):
         I = spec.layer_input_size(l)
         for ds in layer:
-            sizes += [nblk * I * G, nblk * Hout * G, nblk * G, CELL_FLOATS]
+            sizes += [-(-nblk * K * G * storage.itemsize // 4) for K in (I, Hout)]
+            sizes += [nblk * G, nblk * G] if spec.weights == "int8" else []
+            sizes += [nblk * G, CELL_FLOATS]
             sizes += [3 * H] if ds.peephole is not None else []
             sizes += [pblk * H * G, pblk * G] if has_proj else []
     head = records_floats(count)
@@ -74,9 +81,13 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
         I = spec.layer_input_size(l)
         for d, ds in enumerate(layer):
             rec = records[l * spec.num_directions + d]
-            # quantized W/R (fastlstm.quantized): dequantized to float32 until the kernels read them as stored
-            rec["w_slabs"] = cursor.slabs(as_float32(ds.W), H, I, release_source)
-            rec["r_slabs"] = cursor.slabs(as_float32(ds.R), H, Hout, release_source)
+            rec["w_slabs"] = cursor.slabs(_stored(ds.W), H, I, release_source)
+            rec["r_slabs"] = cursor.slabs(_stored(ds.R), H, Hout, release_source)
+            if spec.weights == "int8":  # the row scales, in the packed gate order (zeros pad the last block)
+                rec["w_scales"] = cursor.put(_packed_rows(ds.W.scale, H))
+                rec["r_scales"] = cursor.put(_packed_rows(ds.R.scale, H))
+            else:
+                rec["w_scales"] = rec["r_scales"] = -1
             rec["bias"] = cursor.put(_packed_rows(ds.b, H))
             rec["cell"] = cursor.put(_cell_floats(ds.options))
             rec["peephole"] = cursor.put(ds.peephole) if ds.peephole is not None else -1
@@ -96,8 +107,8 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
             rec["step_chunk"] = tuning.STEP_CHUNK
     wbuf.flags.writeable = False
     records = wbuf[RECORDS : RECORDS + 2 * FIELDS * count].view(LAYER)  # read-only now, like wbuf
-    general = None if records["default_cell"].all() else np.zeros(1, np.float32)
-    return Plan(TARGET, wbuf, records, general)
+    marker_shape = (0,) if records["default_cell"].all() else (0, 0)
+    return Plan(TARGET, wbuf, records, np.empty(marker_shape, STORAGE[spec.weights]), spec.weights)
 
 
 class _Cursor:
@@ -120,10 +131,13 @@ class _Cursor:
 
     def slabs(self, matrix, H: int, K: int, release_source) -> int:
         """(4H, K) canonical gate rows -> (nblk, K, G) k-major slabs, a block at a time: block b's lane
-        gate*LANES + u holds canonical row gate*H + b*LANES + u (zero rows pad the last block)."""
+        gate*LANES + u holds canonical row gate*H + b*LANES + u (zero rows pad the last block). The slabs
+        keep the matrix's dtype (float32, or the stored bits of int8 / fp16 / bf16); the offset returned
+        counts elements of that dtype."""
         nblk = blocks_of(H, LANES)
-        offset, flat = self._take(nblk * K * G)
-        dst = flat.reshape(nblk, K, G)
+        itemsize = matrix.dtype.itemsize
+        offset, flat = self._take(-(-nblk * K * G * itemsize // 4))
+        dst = flat.view(matrix.dtype)[: nblk * K * G].reshape(nblk, K, G)
         for b in range(nblk):
             units = min(LANES, H - b * LANES)
             for gate in range(4):
@@ -132,7 +146,7 @@ class _Cursor:
                 dst[b, :, gate * LANES + units : (gate + 1) * LANES] = 0.0
                 if release_source is not None:  # a block at a time: the load never holds a tensor's pages
                     release_source(rows)
-        return offset
+        return offset * 4 // itemsize
 
     def dense_slabs(self, matrix, release_source) -> int:
         """(N, K) dense rows -> (ceil(N/G), K, G) k-major slabs of G outputs (zero columns pad the last)."""
@@ -147,6 +161,18 @@ class _Cursor:
             if release_source is not None:
                 release_source(matrix[b * G : b * G + n])
         return offset
+
+
+# How each weight type is stored in the slabs, and the dtype of the kernels' variant marker that names it.
+STORAGE = {"fp32": np.float32, "int8": np.int8, "bf16": np.uint16, "fp16": np.int16}
+
+
+def _stored(matrix) -> np.ndarray:
+    """The array whose elements go into the slabs: float32 weights, or a QuantizedMatrix's stored values
+    (int8 as they are, fp16 and bf16 as their 16-bit patterns)."""
+    if isinstance(matrix, QuantizedMatrix):
+        return matrix.data.view(np.int16) if matrix.kind == "fp16" else matrix.data
+    return matrix
 
 
 def _packed_rows(vector: np.ndarray, H: int) -> np.ndarray:

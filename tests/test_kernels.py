@@ -38,8 +38,9 @@ def _gates_add(slabs, v, out, rows, blk0, blk1, down, k_chunk, panel):
     n = rows.shape[0]
     orow = np.arange(n) * out.shape[1]
     dst = fptr(out)
-    gates_add(weights(fptr(slabs), 0, v.shape[1]), inputs(fptr(v), 0, v.shape[1], iptr(rows)), np.int64(n),
-              sums_at(dst, iptr(orow), -1), np.int64(blk0), np.int64(blk1), np.bool_(down), no_cell(dst),
+    w = fptr(slabs)
+    gates_add(weights(w, 0, v.shape[1], w, -1), inputs(fptr(v), 0, v.shape[1], iptr(rows)), np.int64(n),
+              sums_at(dst, iptr(orow), -1, w), np.int64(blk0), np.int64(blk1), np.bool_(down), no_cell(dst),
               Tiling(np.int64(k_chunk), np.int64(panel)))
 
 
@@ -96,7 +97,7 @@ def test_packed_buffer_is_aligned_and_read_only():
     assert plan.wbuf.ctypes.data % 64 == 0 and not plan.wbuf.flags.writeable and not plan.layers.flags.writeable
     for field in ("w_slabs", "r_slabs", "bias", "cell"):
         assert np.all(plan.layers[field] % 16 == 0)
-    assert plan.general is None  # default cells only: the general cell is not even compiled
+    assert plan.variant.ndim == 1 and plan.variant.dtype == np.float32  # fp32, default cells: no general cell compiled
 
 
 # n covers every tile mix of both plans (gemm.split_wide / split_narrow): 1-3 rows alone, 4 = one 4-row tile,
@@ -258,3 +259,24 @@ def test_sequence_lens_batched_matches_reference():
     y_ref, h_ref, c_ref = reference_run(spec, x, sequence_lens=lens)
     assert rel_error(y, y_ref) < TOL
     assert rel_error(st.h, h_ref) < TOL and rel_error(st.c, c_ref) < TOL
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp16", "bf16"])
+def test_quantized_kernels_equal_fp32_on_dequantized_weights(team_always, kind):
+    """The int8 / fp16 / bf16 kernels widen the stored weights in registers (GEMV) or into an L1 piece (GEMM
+    tiles, K beyond one k_chunk here) and must give exactly the fp32 kernels' bits on the dequantized weights:
+    run and step, a batch (tiles + a leftover row) and one stream, 1 and 2 threads."""
+    from fastlstm.quantize import dequantize, quantize
+
+    spec = quantize(random_spec(150, 140, num_layers=2, seed=9), kind)
+    quantized, reference = fastlstm.Engine(spec), fastlstm.Engine(dequantize(spec))
+    x = np.random.default_rng(4).normal(size=(5, 9, 150)).astype(np.float32)
+    for threads in sorted({1, team_always}):
+        fastlstm.set_num_threads(threads)
+        y, st = quantized.run(x)
+        y_ref, st_ref = reference.run(x)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(st.c, st_ref.c)
+        st1 = quantized.new_state()
+        steps = np.stack([quantized.step(x[t, 4], st1) for t in range(5)])
+        np.testing.assert_array_equal(steps, y_ref[:, 4])

@@ -2,14 +2,16 @@
 
 One entry, so a model compiles its kernels once: run, step and the team's worker loop are branches of
 the same function and share every compiled callee (each extra entry point would link and compile all of
-gates_add again, seconds each on first use). Optional features are typed arguments: `general` is None
-for models whose cells are all the default one, and numba then never compiles the general cell.
+gates_add again, seconds each on first use). What a model needs beyond the default is in the type of the
+`variant` argument, so numba compiles it only for the models that use it (plan.variant_marker): its dtype
+names the stored weight type (float32, int8, uint16 = bf16, int16 = fp16), and its ndim is 2 when some
+cell needs the general (non-default) path.
 
-    kernel(op, wbuf, general, x, y, state, lens, ctl, T, B, row, team) -> int
+    kernel(op, wbuf, variant, x, y, state, lens, ctl, T, B, row, team) -> int
       op      OP_RUN, OP_STEP or OP_WORKER
       wbuf    (N,) float32, read-only: the plan (layout.py): the layout.LAYER record of each layer-direction
               (read by field through as_layers), then the packed weights
-      general None, or any float32 array when some cell needs the general (non-default) path
+      variant an empty marker array: dtype = weight storage, ndim 2 = the general cell is needed
       x       run: (T*B*I,) input rows, time-major        step: (B*I,) frames
       y       run: (T*B*D*Hout,) outputs (all directions)  step: (B*Hout,) the last layer's new h
       state   the state buffer (layout.py): run reads/writes h and c of layer-direction `row`; step all
@@ -65,22 +67,22 @@ def make_call(x, y, state, lens, work, T, B, row, team, tid, phase_base, done_ba
 
 
 @njit(inline="always")
-def execute(op, wbuf, layers, general, ctl, call):
+def execute(op, wbuf, layers, variant, ctl, call):
     if op == OP_RUN:
-        run_direction(wbuf, layers, general, ctl, call)
+        run_direction(wbuf, layers, variant, ctl, call)
     else:
-        step_stack(wbuf, layers, general, ctl, call)
+        step_stack(wbuf, layers, variant, ctl, call)
 
 
 @njit(**JIT)
-def lead(op, wbuf, layers, general, ctl, x, y, state, lens, work, T, B, row, team, phases, down):
+def lead(op, wbuf, layers, variant, ctl, x, y, state, lens, work, T, B, row, team, phases, down):
     """The master's side of a call: take the team if it is free and worth it, publish the task, run the
     master's parts (tid 0), then close the task and wait until no worker is inside it."""
     if team > 1 and not atomic_cas(ctl, BUSY, 0, 1):
         team = 1  # another caller has the team: run alone
     xp, yp, sp, lp, wp = fptr(x), fptr(y), fptr(state), iptr(lens), fptr(work)
     if team == 1:
-        execute(op, wbuf, layers, general, ctl, make_call(xp, yp, sp, lp, wp, T, B, row, 1, 0, 0, 0, 0, down))
+        execute(op, wbuf, layers, variant, ctl, make_call(xp, yp, sp, lp, wp, T, B, row, 1, 0, 0, 0, 0, down))
         return
     base = reserve_phases(ctl, phases)
     done_base = atomic_load(ctl, DONE)
@@ -92,7 +94,7 @@ def lead(op, wbuf, layers, general, ctl, x, y, state, lens, work, T, B, row, tea
     atomic_store(ctl, CURRENT, 0)
     atomic_store(ctl, OPEN, 1)
     publish_end(ctl)
-    execute(op, wbuf, layers, general, ctl, make_call(xp, yp, sp, lp, wp, T, B, row, team, 0, base, done_base, 0, down))
+    execute(op, wbuf, layers, variant, ctl, make_call(xp, yp, sp, lp, wp, T, B, row, team, 0, base, done_base, 0, down))
     atomic_store(ctl, OPEN, 0)
     while atomic_load(ctl, PRESENT) > 0:
         cpu_pause()
@@ -100,7 +102,7 @@ def lead(op, wbuf, layers, general, ctl, x, y, state, lens, work, T, B, row, tea
 
 
 @njit(inline="always")
-def serve(wbuf, layers, general, ctl, tid):
+def serve(wbuf, layers, variant, ctl, tid):
     """A worker thread's life: wait for a task, join it if it is still open and this tid is in its team,
     run the parts it claims from the master's current phase on, leave; until told to quit."""
     timespec = np.zeros(2, np.int64)
@@ -123,7 +125,7 @@ def serve(wbuf, layers, general, ctl, tid):
                              int_to_iptr(ctl[F_LENS]), int_to_fptr(ctl[F_WORK]), ctl[F_T], ctl[F_B], ctl[F_ROW],
                              team, tid, ctl[F_PHASE_BASE], ctl[F_DONE_BASE], atomic_load(ctl, CURRENT),
                              ctl[F_DOWN] != 0)
-            execute(ctl[F_OP], wbuf, layers, general, ctl, call)
+            execute(ctl[F_OP], wbuf, layers, variant, ctl, call)
         atomic_add(ctl, PRESENT, -1)
     keep(timespec)
 
@@ -169,16 +171,16 @@ def step_fits(layers, x, y, state, B):
 
 
 @njit(**ENTRY)
-def kernel(op, wbuf, general, x, y, state, lens, ctl, T, B, row, team):
+def kernel(op, wbuf, variant, x, y, state, lens, ctl, T, B, row, team):
     layers = as_layers(wbuf)
     if op == OP_WORKER:
-        serve(wbuf, layers, general, ctl, row)
+        serve(wbuf, layers, variant, ctl, row)
         return 1
     if op == OP_STEP:
         if B < 1 or not step_fits(layers, x, y, state, B):
             return 0
         down = prepare_step(layers, state, B)
-        lead(np.int64(OP_STEP), wbuf, layers, general, ctl, x, y, state, lens, state, np.int64(1), B, np.int64(0),
+        lead(np.int64(OP_STEP), wbuf, layers, variant, ctl, x, y, state, lens, state, np.int64(1), B, np.int64(0),
              team, step_phases(layers), np.bool_(down))
         finish_step(layers, make_call(fptr(x), fptr(y), fptr(state), iptr(lens), fptr(state), 1, B, 0, 1, 0, 0, 0,
                                       0, down))
@@ -189,7 +191,7 @@ def kernel(op, wbuf, general, x, y, state, lens, ctl, T, B, row, team):
     work = np.empty(work_floats(m, T, B), np.float32)
     call = make_call(fptr(x), fptr(y), fptr(state), iptr(lens), fptr(work), T, B, row, 1, 0, 0, 0, 0, False)
     load_h(m, call, row * B * m.output)
-    lead(np.int64(OP_RUN), wbuf, layers, general, ctl, x, y, state, lens, work, T, B, row, team,
+    lead(np.int64(OP_RUN), wbuf, layers, variant, ctl, x, y, state, lens, work, T, B, row, team,
          run_phases(layers, row, lens, B), np.bool_(False))
     finish_direction(layers, call)
     keep(work)

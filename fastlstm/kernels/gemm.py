@@ -2,11 +2,14 @@
 plan's register tiles; the result is stored, or goes straight through the fused LSTM cell.
 
 Arguments travel as named tuples of pointers and sizes (see the constructors below):
-    Weights(w, slabs, K)        slab of block b at w[slabs + b*K*G : ...], (K, G) k-major (tiles.py)
+    Weights(w, slabs, K, f, scales)
+                                slab of block b at w[slabs + b*K*G : ...], (K, G) k-major (tiles.py); w is
+                                a pointer of the stored weight type (simd.wpointer), slabs counts its
+                                elements; int8 row scales at f[scales + b*G ...] (f: wbuf as floats)
     Inputs(v, base, stride, rows)
                                 input row j is v[base + rows[j]*stride : +K]
-    Sums(out, offsets, bias)    row j's G-float gate vector of block b at out[offsets[j] + b*G]; the chains
-                                start from w[bias + b*G ...] when bias >= 0, else from what `out` holds
+    Sums(out, offsets, bias, f) row j's G-float gate vector of block b at out[offsets[j] + b*G]; the chains
+                                start from f[bias + b*G ...] when bias >= 0, else from what `out` holds
     Cell(fuse, c, c_base, c_stride, hc, hc_base, hc_stride, H)
                                 fuse: the default cell runs on the finished sums in registers (c and hc of
                                 input row r = rows[j] updated at c[c_base + r*c_stride ...], hc[hc_base +
@@ -24,23 +27,24 @@ from collections import namedtuple
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from .cell import update_fast
 from .config import JIT
-from .simd import vload, vstore
+from .simd import FloatPtr, fptr, is_scaled, keep, vload, vsplat, vstore, wscaled
 from .target import LANES
 from .tiles import G, gemm_2row, gemm_4row, gemm_6row, gemv_1blk, gemv_2blk
 
-Weights = namedtuple("Weights", "w slabs K")
+Weights = namedtuple("Weights", "w slabs K f scales")
 Inputs = namedtuple("Inputs", "v base stride rows")
-Sums = namedtuple("Sums", "out offsets bias")
+Sums = namedtuple("Sums", "out offsets bias f")
 Cell = namedtuple("Cell", "fuse c c_base c_stride hc hc_base hc_stride H")
 Tiling = namedtuple("Tiling", "k_chunk panel_rows")
 
 
 @njit(inline="always")
-def weights(w, slabs, K):
-    return Weights(w, np.int64(slabs), np.int64(K))
+def weights(w, slabs, K, f, scales):
+    return Weights(w, np.int64(slabs), np.int64(K), f, np.int64(scales))
 
 
 @njit(inline="always")
@@ -49,8 +53,8 @@ def inputs(v, base, stride, rows):
 
 
 @njit(inline="always")
-def sums_at(out, offsets, bias):
-    return Sums(out, offsets, np.int64(bias))
+def sums_at(out, offsets, bias, f):
+    return Sums(out, offsets, np.int64(bias), f)
 
 
 @njit(inline="always")
@@ -79,11 +83,11 @@ def serpentine(i, lo, hi, down):
 
 
 @njit(**JIT)
-def block_start(w, sums, o, blk):
+def block_start(sums, o, blk):
     """A block's starting gate vectors for one row: the bias, or the value in out[o:]."""
     if sums.bias >= 0:
-        off = sums.bias + blk * G
-        return vload(w, off), vload(w, off + LANES), vload(w, off + 2 * LANES), vload(w, off + 3 * LANES)
+        f, off = sums.f, sums.bias + blk * G
+        return vload(f, off), vload(f, off + LANES), vload(f, off + 2 * LANES), vload(f, off + 3 * LANES)
     out = sums.out
     return vload(out, o), vload(out, o + LANES), vload(out, o + 2 * LANES), vload(out, o + 3 * LANES)
 
@@ -117,37 +121,37 @@ def piece_done(sums, o, a0, a1, a2, a3, partial, cell, r, blk):
 
 
 @njit(**JIT)
-def tile_start(wt, sums, k0, o, blk):
+def tile_start(sums, k0, o, blk):
     """Starting vectors of a tile row for the piece at k0: the block's start, or the parked partial sums."""
     if k0 == 0:
-        return block_start(wt.w, sums, o, blk)
+        return block_start(sums, o, blk)
     out = sums.out
     return vload(out, o), vload(out, o + LANES), vload(out, o + 2 * LANES), vload(out, o + 3 * LANES)
 
 
 # ---- row tiles: one per plan (only the plan's own tiles are ever compiled) ----------------------------------
 @njit(**JIT)
-def tile_2rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell):
+def tile_2rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
     """Rows j, j+1 of block blk over k = k0..k0+kn (gemm_2row)."""
     o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
     r0, r1 = src.rows[j], src.rows[j + 1]
-    acc = (*tile_start(wt, sums, k0, o0, blk), *tile_start(wt, sums, k0, o1, blk))
+    acc = (*tile_start(sums, k0, o0, blk), *tile_start(sums, k0, o1, blk))
     st, b = src.stride, src.base + k0
-    s = gemm_2row(wt.w, slab, kn, src.v, b + r0 * st, b + r1 * st, acc)
+    s = gemm_2row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, acc)
     piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
     piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
 
 
 @njit(**JIT)
-def tile_4rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell):
+def tile_4rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
     """Rows j..j+3 of block blk over k = k0..k0+kn (gemm_4row)."""
     o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
     o2, o3 = sums.offsets[j + 2] + blk * G, sums.offsets[j + 3] + blk * G
     r0, r1, r2, r3 = src.rows[j], src.rows[j + 1], src.rows[j + 2], src.rows[j + 3]
-    acc = (*tile_start(wt, sums, k0, o0, blk), *tile_start(wt, sums, k0, o1, blk),
-           *tile_start(wt, sums, k0, o2, blk), *tile_start(wt, sums, k0, o3, blk))
+    acc = (*tile_start(sums, k0, o0, blk), *tile_start(sums, k0, o1, blk),
+           *tile_start(sums, k0, o2, blk), *tile_start(sums, k0, o3, blk))
     st, b = src.stride, src.base + k0
-    s = gemm_4row(wt.w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, acc)
+    s = gemm_4row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, acc)
     piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
     piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
     piece_done(sums, o2, s[8], s[9], s[10], s[11], partial, cell, r2, blk)
@@ -155,18 +159,18 @@ def tile_4rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell):
 
 
 @njit(**JIT)
-def tile_6rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell):
+def tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
     """Rows j..j+5 of block blk over k = k0..k0+kn (gemm_6row)."""
     off = sums.offsets
     o0, o1, o2 = off[j] + blk * G, off[j + 1] + blk * G, off[j + 2] + blk * G
     o3, o4, o5 = off[j + 3] + blk * G, off[j + 4] + blk * G, off[j + 5] + blk * G
     rw = src.rows
     r0, r1, r2, r3, r4, r5 = rw[j], rw[j + 1], rw[j + 2], rw[j + 3], rw[j + 4], rw[j + 5]
-    acc = (*tile_start(wt, sums, k0, o0, blk), *tile_start(wt, sums, k0, o1, blk),
-           *tile_start(wt, sums, k0, o2, blk), *tile_start(wt, sums, k0, o3, blk),
-           *tile_start(wt, sums, k0, o4, blk), *tile_start(wt, sums, k0, o5, blk))
+    acc = (*tile_start(sums, k0, o0, blk), *tile_start(sums, k0, o1, blk),
+           *tile_start(sums, k0, o2, blk), *tile_start(sums, k0, o3, blk),
+           *tile_start(sums, k0, o4, blk), *tile_start(sums, k0, o5, blk))
     st, b = src.stride, src.base + k0
-    s = gemm_6row(wt.w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, b + r4 * st,
+    s = gemm_6row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, b + r4 * st,
                   b + r5 * st, acc)
     piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
     piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
@@ -187,12 +191,12 @@ def split_wide(n):
 
 
 @njit(**JIT)
-def panel_tiles_wide(wt, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
+def panel_tiles_wide(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
     """AVX-512 plan: the rows p0..p1 of a panel in 6-row tiles up to n_tall, then 4-row tiles."""
     for j in range(p0, min(p1, n_tall), 6):
-        tile_6rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell)
+        tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell)
     for j in range(max(p0, n_tall), p1, 4):
-        tile_4rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell)
+        tile_4rows(w, slab, kn, k0, src, j, sums, blk, partial, cell)
 
 
 @njit(inline="always")
@@ -202,16 +206,49 @@ def split_narrow(n):
 
 
 @njit(**JIT)
-def panel_tiles_narrow(wt, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
+def panel_tiles_narrow(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
     """AVX2 plan: the rows p0..p1 of a panel in 2-row tiles."""
     for j in range(p0, p1, 2):
-        tile_2rows(wt, slab, kn, k0, src, j, sums, blk, partial, cell)
+        tile_2rows(w, slab, kn, k0, src, j, sums, blk, partial, cell)
 
 
 if LANES == 16:
     split_rows, panel_tiles = split_wide, panel_tiles_wide
 else:
     split_rows, panel_tiles = split_narrow, panel_tiles_narrow
+
+
+@njit(**JIT)
+def block_scales(wt, blk):
+    """The four row-scale vectors of block blk (int8 weights), or ones (the other types ignore them)."""
+    if is_scaled(wt.w):
+        off = wt.scales + blk * G
+        f = wt.f
+        return vload(f, off), vload(f, off + LANES), vload(f, off + 2 * LANES), vload(f, off + 3 * LANES)
+    one = vsplat(1.0)
+    return one, one, one, one
+
+
+def tile_source(w, slab, kn, s, piece):
+    """(float32 pointer, offset) of the (kn, G) slab piece at w[slab:] for the fp32 GEMM tiles."""
+
+
+@overload(tile_source, jit_options=JIT)
+def _tile_source(w, slab, kn, s, piece):
+    if w == FloatPtr:
+        return lambda w, slab, kn, s, piece: (w, slab)  # fp32 weights: read in place
+
+    def dequantized(w, slab, kn, s, piece):  # other types: widened (and scaled) once into an L1 buffer,
+        dst = fptr(piece)  # then every tile of the panel reads fp32 from there
+        for k in range(kn):
+            row = slab + k * G
+            vstore(dst, k * G, wscaled(w, row, s[0]))
+            vstore(dst, k * G + LANES, wscaled(w, row + LANES, s[1]))
+            vstore(dst, k * G + 2 * LANES, wscaled(w, row + 2 * LANES, s[2]))
+            vstore(dst, k * G + 3 * LANES, wscaled(w, row + 3 * LANES, s[3]))
+        return dst, np.int64(0)
+
+    return dequantized
 
 
 @njit(**JIT)
@@ -222,32 +259,40 @@ def gates_add(wt, src, n, sums, blk0, blk1, down, cell, tiling):
     n_tall, n_short = split_rows(n)
     tiled = n_tall + n_short
     p0 = np.int64(0)
-    while p0 < tiled:  # the last panel takes the short tiles too: one more sweep over the blocks would
-        p1 = p0 + tiling.panel_rows if p0 + tiling.panel_rows < n_tall else tiled  # stream R again each step
-        for i in range(blk1 - blk0):
-            blk = serpentine(i, blk0, blk1, down)
-            for k0 in range(0, wt.K, tiling.k_chunk):
-                kn = min(tiling.k_chunk, wt.K - k0)
-                slab = wt.slabs + (blk * wt.K + k0) * G
-                panel_tiles(wt, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
-        p0 = p1
-    pairs = (blk1 - blk0 + 1) // 2  # blocks blk0, blk0+1, ... two at a time; the odd last block alone
+    if tiled > 0:
+        piece = np.empty(tiling.k_chunk * G, np.float32)  # a dequantized slab piece (unused for fp32)
+        while p0 < tiled:  # the last panel takes the short tiles too: one more sweep over the blocks would
+            p1 = p0 + tiling.panel_rows if p0 + tiling.panel_rows < n_tall else tiled  # stream R again each step
+            for i in range(blk1 - blk0):
+                blk = serpentine(i, blk0, blk1, down)
+                s = block_scales(wt, blk)
+                for k0 in range(0, wt.K, tiling.k_chunk):
+                    kn = min(tiling.k_chunk, wt.K - k0)
+                    w, slab = tile_source(wt.w, wt.slabs + (blk * wt.K + k0) * G, kn, s, piece)
+                    panel_tiles(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
+            p0 = p1
+        keep(piece)
+    # leftover rows one at a time: two blocks per pass (8 chains), one on AVX2 for int8 (its 8 scale vectors
+    # would not fit the 16 registers beside the 8 sums)
+    step = 1 if is_scaled(wt.w) and LANES == 8 else 2
+    slots = (blk1 - blk0 + step - 1) // step
     for j in range(tiled, n):
         r = src.rows[j]
         voff = src.base + r * src.stride
-        for p in range(pairs):
-            blk = blk0 + 2 * serpentine(p, 0, pairs, down)
+        for p in range(slots):
+            blk = blk0 + step * serpentine(p, 0, slots, down)
             o0 = sums.offsets[j] + blk * G
-            a0, a1, a2, a3 = block_start(wt.w, sums, o0, blk)
-            if blk + 1 < blk1:
-                b0, b1, b2, b3 = block_start(wt.w, sums, o0 + G, blk + 1)
-                s = gemv_2blk(wt.w, wt.slabs + blk * wt.K * G, wt.slabs + (blk + 1) * wt.K * G, wt.K, src.v, voff,
-                              a0, a1, a2, a3, b0, b1, b2, b3)
-                block_done(sums, o0, s[0], s[1], s[2], s[3], cell, r, blk)
-                block_done(sums, o0 + G, s[4], s[5], s[6], s[7], cell, r, blk + 1)
+            a0, a1, a2, a3 = block_start(sums, o0, blk)
+            if step == 2 and blk + 1 < blk1:
+                b0, b1, b2, b3 = block_start(sums, o0 + G, blk + 1)
+                out = gemv_2blk(wt.w, wt.slabs + blk * wt.K * G, wt.slabs + (blk + 1) * wt.K * G, wt.K, src.v, voff,
+                                block_scales(wt, blk), block_scales(wt, blk + 1), a0, a1, a2, a3, b0, b1, b2, b3)
+                block_done(sums, o0, out[0], out[1], out[2], out[3], cell, r, blk)
+                block_done(sums, o0 + G, out[4], out[5], out[6], out[7], cell, r, blk + 1)
             else:
-                s1 = gemv_1blk(wt.w, wt.slabs + blk * wt.K * G, wt.K, src.v, voff, a0, a1, a2, a3)
-                block_done(sums, o0, s1[0], s1[1], s1[2], s1[3], cell, r, blk)
+                out1 = gemv_1blk(wt.w, wt.slabs + blk * wt.K * G, wt.K, src.v, voff, block_scales(wt, blk),
+                                 a0, a1, a2, a3)
+                block_done(sums, o0, out1[0], out1[1], out1[2], out1[3], cell, r, blk)
 
 
 @njit(inline="always")

@@ -8,8 +8,10 @@ a block is LANES hidden units, nblk = ceil(H / LANES), Hp = nblk * LANES, G = 4 
 block [i(LANES) f(LANES) g(LANES) o(LANES)]: gate row j = gate*LANES + u of block blk is canonical row
 gate*H + blk*LANES + u.
 
-    W slabs   (nblk, I, G)     k-major: slab blk, row k = the block's G gate weights of input k
+    W slabs   (nblk, I, G)     k-major: slab blk, row k = the block's G gate weights of input k, stored as
+                               the model's weight type (fp32, int8, fp16 or bf16: simd.wpointer)
     R slabs   (nblk, Hout, G)  same; a thread's range of blocks is one contiguous slice of R
+    scales    (nblk * G,)      int8 only: each gate row's scale, packed like the bias (W and R each)
     bias      (nblk * G,)      pre-summed, packed gate order
     proj      (pblk, H, G)     the projection (Hout, H) as slabs of G outputs, pblk = ceil(Hout / G)
     peephole  (3, H)           p_i, p_f, p_o (general cell only)
@@ -35,8 +37,10 @@ LAYER = np.dtype([
     ("hidden", np.int64),        # H
     ("output", np.int64),        # Hout (= proj_size, or H)
     ("blocks", np.int64),        # nblk = ceil(H / LANES)
-    ("w_slabs", np.int64),       # offset of W's slabs in wbuf
-    ("r_slabs", np.int64),       # offset of R's slabs
+    ("w_slabs", np.int64),       # offset of W's slabs in wbuf, in elements of the stored weight type
+    ("r_slabs", np.int64),       # offset of R's slabs, likewise
+    ("w_scales", np.int64),      # int8 weights: offset (floats) of W's per-row scales, packed like the bias
+    ("r_scales", np.int64),      # likewise for R; -1 for the other weight types
     ("bias", np.int64),          # offset of the packed bias
     ("proj_slabs", np.int64),    # offset of the projection's slabs, -1 without a projection
     ("proj_blocks", np.int64),   # pblk

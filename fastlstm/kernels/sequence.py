@@ -24,7 +24,7 @@ from .cell import general_rows
 from .config import JIT
 from .gemm import cell_of, inputs, no_cell, product, sums_at, tiling_of, weights
 from .layout import out_stride
-from .simd import fptr, iptr, keep, vload, vload_n, vstore, vstore_n
+from .simd import fptr, iptr, keep, vload, vload_n, vstore, vstore_n, wpointer
 from .target import LANES
 from .team import mine, part_of, phase_end, ran, share
 
@@ -97,10 +97,10 @@ def load_h(m, call, h_of):
 
 
 @njit(**JIT)
-def run_direction(wbuf, layers, general, ctl, call):
+def run_direction(wbuf, layers, variant, ctl, call):
     """This participant's parts of one layer-direction's run (see the module docstring)."""
     m = layers[call.row]
-    w, work, T, B = fptr(wbuf), call.work, call.T, call.B
+    w, wq, work, T, B = fptr(wbuf), wpointer(wbuf, variant), call.work, call.T, call.B
     I, H, Hout, nblk, D = m.input_size, m.hidden, m.output, m.blocks, m.directions
     Hp = nblk * LANES
     gate_row = 4 * Hp
@@ -122,8 +122,8 @@ def run_direction(wbuf, layers, general, ctl, call):
             p = part_of(call, i)
             if mine(ctl, call, p, 0):
                 b0, b1 = share(p, call.team, nblk)
-                product(weights(w, m.w_slabs, I), inputs(call.x, 0, I, iptr(all_rows)), N,
-                        sums_at(work, iptr(offsets), m.bias), b0, b1, False, no_cell(work), tiling)
+                product(weights(wq, m.w_slabs, I, w, m.w_scales), inputs(call.x, 0, I, iptr(all_rows)), N,
+                        sums_at(work, iptr(offsets), m.bias, w), b0, b1, False, no_cell(work), tiling)
                 ran(ctl, call)
         phase_end(ctl, call, 0)
         keep(all_rows)
@@ -143,10 +143,10 @@ def run_direction(wbuf, layers, general, ctl, call):
             p = part_of(call, i)
             if mine(ctl, call, p, k):
                 b0, b1 = share(p, call.team, nblk)
-                product(weights(w, m.r_slabs, Hout), inputs(work, h_in, S, iptr(rows)), n,
-                        sums_at(work, iptr(goff), -1), b0, b1, down,
+                product(weights(wq, m.r_slabs, Hout, w, m.r_scales), inputs(work, h_in, S, iptr(rows)), n,
+                        sums_at(work, iptr(goff), -1, w), b0, b1, down,
                         cell_of(fuse, call.state, c_of, H, work, target, t_stride, H), tiling)
-                if general is not None and not fuse:
+                if variant.ndim == 2 and not fuse:  # (ndim 1: no general cell in the model, never compiled)
                     general_rows(wbuf, m, work, iptr(goff), iptr(rows), n, call.state, c_of, work, target, t_stride,
                                  b0, b1)
                 if not has_proj:
@@ -161,8 +161,8 @@ def run_direction(wbuf, layers, general, ctl, call):
                 p = part_of(call, i)
                 if mine(ctl, call, p, k):
                     b0, b1 = share(p, call.team, m.proj_blocks)
-                    product(weights(w, m.proj_slabs, H), inputs(work, hc_of, Hp, iptr(rows)), n,
-                            sums_at(work, iptr(hoff), m.proj_zero), b0, b1, down, no_cell(work), tiling)
+                    product(weights(w, m.proj_slabs, H, w, -1), inputs(work, hc_of, Hp, iptr(rows)), n,
+                            sums_at(work, iptr(hoff), m.proj_zero, w), b0, b1, down, no_cell(work), tiling)
                     emit_y(call, work, h_out, S, rows, times, n, b0 * G, min(b1 * G, Hout), y_row, y_col)
                     ran(ctl, call)
             phase_end(ctl, call, k)

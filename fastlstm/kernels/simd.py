@@ -23,7 +23,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
-from .target import LANES
+from .target import LANES, TARGET
 
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
@@ -261,3 +261,87 @@ def keep(typingctx, arr):
         return context.get_dummy_value()
 
     return types.void(arr), codegen
+
+
+# ---- weights below float32, widened to FVec in registers (issue: reduced-precision weights) -----------------
+# A weight pointer's element type says how its values are stored (plan.py packs them; the tiles read them
+# through wload / wscaled, which the compiler specialises by that type: an fp32 model compiles none of this).
+#   float32*  fp32        int8*  int8 (times a per-row scale)
+#   uint16*   bf16 bits   int16* fp16 bits (numba has no float16 on the CPU; the bits are widened here)
+Int8Ptr = types.CPointer(types.int8)
+Bf16Ptr = types.CPointer(types.uint16)
+Fp16Ptr = types.CPointer(types.int16)
+_WEIGHT_POINTERS = {types.float32: FloatPtr, types.int8: Int8Ptr, types.uint16: Bf16Ptr, types.int16: Fp16Ptr}
+_I16VEC, _I8VEC = ir.VectorType(ir.IntType(16), LANES), ir.VectorType(ir.IntType(8), LANES)
+
+
+@intrinsic
+def wpointer(typingctx, wbuf, variant):
+    """wbuf's data as a pointer to the weight type the variant marker's dtype names (see above)."""
+    ptrtype = _WEIGHT_POINTERS.get(getattr(variant, "dtype", None))
+    if ptrtype is None or not isinstance(wbuf, types.Array):
+        raise TypingError(f"wpointer: no weight type for the marker {variant}")
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        return builder.bitcast(data, context.get_value_type(ptrtype))
+
+    return ptrtype(wbuf, variant), codegen
+
+
+def _widen(context, builder, ptrtype, ptr):
+    """The LANES weights at ptr (already offset) as <LANES x float>, exactly (every stored value is a float32)."""
+    if ptrtype == FloatPtr:
+        return builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
+    if ptrtype == Int8Ptr:
+        q = builder.load(builder.bitcast(ptr, _I8VEC.as_pointer()), align=1)
+        return builder.sitofp(builder.sext(q, _IVEC), _VEC)
+    bits = builder.zext(builder.load(builder.bitcast(ptr, _I16VEC.as_pointer()), align=2), _IVEC)
+    if ptrtype == Bf16Ptr:  # bf16 is the upper half of a float32
+        return builder.bitcast(builder.shl(bits, _splat(builder, ir.Constant(_I32, 16), _IVEC)), _VEC)
+    if TARGET.f16c:  # one vcvtph2ps
+        half = builder.bitcast(builder.trunc(bits, _I16VEC), ir.VectorType(ir.HalfType(), LANES))
+        return builder.fpext(half, _VEC)
+    # fp16 -> fp32 in integer arithmetic (no F16C): |h| << 13 as a float32, times 2^112, rebases the exponent
+    # exactly for normal and subnormal values (weights are finite: plan.py refuses inf/NaN); then the sign.
+    const = lambda value: _splat(builder, ir.Constant(_I32, value), _IVEC)  # noqa: E731
+    magnitude = builder.bitcast(builder.shl(builder.and_(bits, const(0x7FFF)), const(13)), _VEC)
+    scaled = builder.fmul(magnitude, _splat(builder, ir.Constant(_F32, 2.0**112), _VEC))
+    sign = builder.shl(builder.and_(bits, const(0x8000)), const(16))
+    return builder.bitcast(builder.or_(builder.bitcast(scaled, _IVEC), sign), _VEC)
+
+
+@intrinsic
+def wload(typingctx, ptr, idx):
+    """ptr[idx : idx + LANES] widened to float32, for any weight pointer type."""
+    if ptr not in _WEIGHT_POINTERS.values():
+        raise TypingError(f"wload: expected a weight pointer, got {ptr}")
+
+    def codegen(context, builder, sig, args):
+        return _widen(context, builder, sig.args[0], _address(context, builder, args[0], sig.args[1], args[1]))
+
+    return FVec(ptr, idx), codegen
+
+
+@intrinsic
+def wscaled(typingctx, ptr, idx, scale):
+    """wload, times the row scales `scale` for int8 weights (the other types ignore it): the weights exactly
+    as QuantizedMatrix.dequantize() gives them, float32(q) * scale rounded once."""
+    if ptr not in _WEIGHT_POINTERS.values():
+        raise TypingError(f"wscaled: expected a weight pointer, got {ptr}")
+
+    def codegen(context, builder, sig, args):
+        value = _widen(context, builder, sig.args[0], _address(context, builder, args[0], sig.args[1], args[1]))
+        return builder.fmul(value, args[2]) if sig.args[0] == Int8Ptr else value
+
+    return FVec(ptr, idx, FVec), codegen
+
+
+@intrinsic
+def is_scaled(typingctx, ptr):
+    """True (a compile-time constant) for int8 weight pointers: they carry per-row scales."""
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.IntType(1), int(sig.args[0] == Int8Ptr))
+
+    return types.boolean(ptr), codegen

@@ -20,7 +20,7 @@ from .config import JIT
 from .gemm import cell_of, inputs, no_cell, product, serpentine, sums_at, tiling_of, weights
 from .layout import out_stride, scratch_offsets, state_sizes
 from .sequence import copy_floats
-from .simd import fptr, ints_at, iptr, keep
+from .simd import fptr, ints_at, iptr, keep, wpointer
 from .target import LANES
 from .team import mine, part_of, phase_end, ran, share
 
@@ -58,9 +58,9 @@ def prepare_step(layers, state, B):
 
 
 @njit(**JIT)
-def step_stack(wbuf, layers, general, ctl, call):
+def step_stack(wbuf, layers, variant, ctl, call):
     """This participant's parts of one step (see the module docstring)."""
-    w, st, B = fptr(wbuf), call.state, call.B
+    w, wq, st, B = fptr(wbuf), wpointer(wbuf, variant), call.state, call.B
     H, Hout, Hp, S, has_proj, n_h, offs = step_geometry(layers, B)
     hc_of, hnew_of, tables_of = offs[0], offs[1], offs[3]
     rows, goff = ints_at(st, tables_of), ints_at(st, tables_of + 2 * B)
@@ -85,12 +85,12 @@ def step_stack(wbuf, layers, general, ctl, call):
                 for u in range(units):
                     c0 = b0 + serpentine(u, 0, units, call.down) * chunk
                     c1 = min(c0 + chunk, b1)
-                    product(weights(w, m.w_slabs, m.input_size), src, B, sums_at(st, goff, m.bias), c0, c1,
-                            call.down, no_cell(st), tiling)
-                    product(weights(w, m.r_slabs, Hout), inputs(st, l * B * Hout, Hout, rows), B,
-                            sums_at(st, goff, -1), c0, c1, call.down,
+                    product(weights(wq, m.w_slabs, m.input_size, w, m.w_scales), src, B,
+                            sums_at(st, goff, m.bias, w), c0, c1, call.down, no_cell(st), tiling)
+                    product(weights(wq, m.r_slabs, Hout, w, m.r_scales), inputs(st, l * B * Hout, Hout, rows), B,
+                            sums_at(st, goff, -1, w), c0, c1, call.down,
                             cell_of(fuse, st, c_of, H, st, target, t_stride, H), tiling)
-                    if general is not None and not fuse:
+                    if variant.ndim == 2 and not fuse:  # (ndim 1: no general cell in the model, never compiled)
                         general_rows(wbuf, m, st, goff, rows, B, st, c_of, st, target, t_stride, c0, c1)
                 ran(ctl, call)
         phase_end(ctl, call, k)
@@ -102,8 +102,8 @@ def step_stack(wbuf, layers, general, ctl, call):
                 p = part_of(call, i)
                 if mine(ctl, call, p, k + 1):
                     b0, b1 = share(p, call.team, m.proj_blocks)
-                    product(weights(w, m.proj_slabs, H), inputs(st, hc_l, Hp, rows), B,
-                            sums_at(st, iptr(hoff), m.proj_zero), b0, b1, call.down, no_cell(st), tiling)
+                    product(weights(w, m.proj_slabs, H, w, -1), inputs(st, hc_l, Hp, rows), B,
+                            sums_at(st, iptr(hoff), m.proj_zero, w), b0, b1, call.down, no_cell(st), tiling)
                     ran(ctl, call)
             phase_end(ctl, call, k + 1)
             keep(hoff)

@@ -38,6 +38,7 @@ class Target(NamedTuple):
     isa: str  # "avx512", "avx2" or "sse"
     lanes: int  # float32 lanes of the kernels' vector type
     vector_registers: int  # architectural vector registers at that width (32 zmm, 16 ymm / xmm)
+    f16c: bool  # half-precision conversions in hardware (vcvtph2ps): fp16 weights widen in one instruction
 
 
 def _numba_target() -> tuple[str, str]:
@@ -52,9 +53,10 @@ def decide(cpu: str, features: str) -> Target:
     """The kernel width for an LLVM (cpu, features) pair (pure: tests call it with made-up pairs)."""
     flags = {f[1:]: f[0] == "+" for f in features.split(",") if f[:1] in "+-" and len(f) > 1}
     if flags.get("avx512f", cpu in _AVX512_CPUS and not features):
-        return Target(cpu, "avx512", 16, 32)
+        return Target(cpu, "avx512", 16, 32, True)
     has_avx2 = flags.get("avx2", cpu in _AVX2_CPUS and not features)
-    return Target(cpu, "avx2" if has_avx2 else "sse", 8, 16)
+    # every AVX2 CPU has F16C; an SSE-only target converts fp16 with integer arithmetic instead
+    return Target(cpu, "avx2" if has_avx2 else "sse", 8, 16, flags.get("f16c", has_avx2))
 
 
 TARGET = decide(*_numba_target())
