@@ -26,12 +26,11 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
 
     Raises VerificationError when the relative error exceeds `tolerance`, ConversionError when the
     source runtime is not installed or cannot run the source."""
-    rng = np.random.default_rng(VERIFY_SEED)
-    x = rng.standard_normal((VERIFY_STEPS, VERIFY_BATCH, spec.input_size)).astype(np.float32)
     fmt = spec.source.get("format")
     if fmt == "onnx":
-        runtime, expected = _onnx_runtime_output(source, spec, x)
+        runtime, x, expected = _onnx_runtime_output(source, spec)
     elif fmt == "torch":
+        x = _random_input(spec.input_size)
         runtime, expected = _torch_output(source, spec, x)
     else:
         raise ConversionError(f"cannot verify a spec whose source format is {fmt!r}")
@@ -54,18 +53,28 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
     return measured
 
 
+def _random_input(input_size: int, steps: int = VERIFY_STEPS, batch: int = VERIFY_BATCH) -> np.ndarray:
+    """x (steps, batch, input_size) float32, the same for every run."""
+    rng = np.random.default_rng(VERIFY_SEED)
+    return rng.standard_normal((steps, batch, input_size)).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------ ONNX
 
 
-def _onnx_runtime_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
+def _onnx_runtime_output(source, spec) -> tuple[str, np.ndarray, np.ndarray]:
+    """-> (runtime, x (T, B, I), ORT's y (T, B, D*H) float64). T and B are the verify defaults unless the
+    chain's shape ops fix them (the dynamo exporter's Reshape to the export's shape)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise ConversionError("--verify of an ONNX model needs onnxruntime (pip install onnxruntime)") from None
     model = onnx_import._load(source)
-    cut, layout = _cut_chain(model, spec)
+    cut, layout, sizes = _cut_chain(model, spec)
+    x = _random_input(spec.input_size, *(sizes or (VERIFY_STEPS, VERIFY_BATCH)))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.log_severity_level = 4  # fatal only: ORT's own log lines would break the CLI's one stderr line
     try:
         session = ort.InferenceSession(cut.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feed = x if layout == 0 else np.ascontiguousarray(x.transpose(1, 0, 2))
@@ -75,11 +84,12 @@ def _onnx_runtime_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
     if layout == 1:  # (B, T, D, H) -> (T, D, B, H)
         y = y.transpose(1, 2, 0, 3)
     T, D, B, H = y.shape
-    return f"onnxruntime {ort.__version__}", y.transpose(0, 2, 1, 3).reshape(T, B, D * H).astype(np.float64)
+    return f"onnxruntime {ort.__version__}", x, y.transpose(0, 2, 1, 3).reshape(T, B, D * H).astype(np.float64)
 
 
-def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
-    """A standalone model X -> Y of the spec's LSTM chain, weights folded from the original graph."""
+def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int, tuple[int, int] | None]:
+    """A standalone model X -> Y of the spec's LSTM chain, weights folded from the original graph; its
+    layout and the (T, B) its shape ops fix (None: any)."""
     index = onnx_import._ModelIndex(model)
     names = spec.source.get("node") or []
     names = [names] if isinstance(names, str) else list(names)
@@ -88,17 +98,16 @@ def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
         raise ConversionError(f"cannot find the converted LSTM node(s) {names} in the source model")
     chain = [records[n] for n in names]
     nodes, initializers = [], []
+    available: set[str] = set()  # values the cut graph computes
     for k, rec in enumerate(chain):
         if k > 0:  # the shape-only ops that turn the previous Y into this X, constants folded
             _, between = onnx_import._data_predecessor(rec)
             for op in between:
-                inputs = list(op.input)
-                for slot, name in enumerate(inputs[1:], start=1):
-                    if name:
-                        value = index.fold(rec.scope, {name: f"input {slot} of {op.op_type}"})[name]
-                        inputs[slot] = _add_constant(initializers, f"v{len(initializers)}", value)
-                nodes.append(helper.make_node(op.op_type, inputs, list(op.output), name=op.name,
-                                              domain=op.domain, **_node_attributes(op)))
+                inputs = [op.input[0]] + [_cut_value(index, rec.scope, name, f"input {slot} of {op.op_type}",
+                                                     nodes, initializers, available)
+                                          for slot, name in enumerate(op.input[1:], start=1)]
+                nodes.append(_copy_node(op, inputs))
+                available.update(op.output)
         inputs = list(rec.node.input) + [""] * (8 - len(rec.node.input))
         inputs[0] = "X" if k == 0 else inputs[0]
         for slot in _WEIGHT_SLOTS:
@@ -111,6 +120,7 @@ def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
         outputs = list(rec.node.output) + [""] * (3 - len(rec.node.output))
         outputs[0] = "Y" if k == len(chain) - 1 else (outputs[0] or f"chain{k}.Y")
         nodes.append(helper.make_node("LSTM", inputs, outputs[:1], name=rec.name, **_node_attributes(rec.node)))
+        available.add(outputs[0])
     layout = int(spec.source.get("layout", 0) or 0)
     x_shape = ["T", "B", spec.input_size] if layout == 0 else ["B", "T", spec.input_size]
     graph = helper.make_graph(
@@ -121,7 +131,33 @@ def _cut_chain(model: onnx.ModelProto, spec) -> tuple[onnx.ModelProto, int]:
     )
     cut = helper.make_model(graph, opset_imports=[helper.make_opsetid("", index.opset or 14)])
     cut.ir_version = min(model.ir_version or 8, 8)
-    return cut, layout
+    return cut, layout, onnx_import.chain_sizes(index, chain)
+
+
+def _cut_value(index, scope, name: str, label: str, nodes: list, initializers: list, available: set,
+               depth: int = 0) -> str:
+    """A name for value `name` in the cut graph: a folded constant, or (for a shape computed from the data,
+    e.g. Shape -> Slice -> Concat in a dynamic-shape export) its ops copied verbatim."""
+    if not name or name in available:
+        return name
+    try:
+        value = index.fold(scope, {name: label})[name]
+        return _add_constant(initializers, f"v{len(initializers)}", value)
+    except ConversionError:
+        found = scope.lookup(name)
+        if found is None or found[0] != "node" or depth > 64:
+            raise
+    node = found[1]
+    inputs = [_cut_value(index, found[2], dep, label, nodes, initializers, available, depth + 1) for dep in node.input]
+    if name not in available:  # a node with several outputs may have been copied by a sibling already
+        nodes.append(_copy_node(node, inputs))
+        available.update(o for o in node.output if o)
+    return name
+
+
+def _copy_node(node: onnx.NodeProto, inputs: list[str]) -> onnx.NodeProto:
+    return helper.make_node(node.op_type, inputs, list(node.output), name=node.name, domain=node.domain,
+                            **_node_attributes(node))
 
 
 def _add_constant(initializers: list, name: str, value: np.ndarray) -> str:
