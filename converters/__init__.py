@@ -4,11 +4,12 @@ onnx is a core dependency, so the ONNX side is imported eagerly; the torch side 
 inside its functions.
 """
 
+from .listing import list_lstms
 from .onnx_export import to_onnx
 from .onnx_import import from_onnx
 from .verify import verify
 
-__all__ = ["from_onnx", "to_onnx", "verify"]
+__all__ = ["from_onnx", "list_lstms", "to_onnx", "verify"]
 
 try:  # written separately; keep the package importable while it is absent
     from .torch_import import from_torch, to_torch

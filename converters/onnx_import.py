@@ -364,7 +364,7 @@ def _select(index: _ModelIndex, node) -> list[_LstmRecord]:
         return chain
     raise ConversionError(
         f"the model holds {len(index.lstms)} LSTM nodes that do not form one layer chain; pick one "
-        f"with node=NAME (CLI: --node NAME). LSTM nodes: {available}"
+        f"with node=NAME (CLI: --node NAME; fastlstm convert --list SRC describes each). LSTM nodes: {available}"
     )
 
 

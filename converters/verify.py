@@ -3,7 +3,8 @@
 ONNX sources run in ONNX Runtime on a model cut from the original graph: the chain's LSTM nodes and
 the shape ops between them, kept verbatim, with each weight input folded to a constant from the
 original graph (so the weights ONNX Runtime sees never pass through our gate reordering).
-PyTorch sources run in `torch.nn.LSTM` after `load_state_dict(strict=True)` of the file's own tensors.
+PyTorch sources run in `torch.nn.LSTM` after `load_state_dict(strict=True)` of the file's own tensors
+(nn.LSTMCell sources in nn.LSTMCell, stepped over time, a stack of cells layer by layer).
 Both use a zero initial state, like the converted spec.
 """
 
@@ -173,13 +174,16 @@ def _node_attributes(node: onnx.NodeProto) -> dict:
 
 
 def _torch_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
+    """y (T, B, D*Hout) float64 of the source's module: nn.LSTM, or nn.LSTMCell(s) stepped over x."""
     torch = torch_import._import_torch("--verify of a PyTorch model")
     tensors = _source_tensors(source, spec)
     has_bias = any(kind.startswith("bias") for kind in tensors)
-    lstm = torch.nn.LSTM(spec.input_size, spec.hidden_size, num_layers=spec.num_layers, bias=has_bias,
-                         bidirectional=spec.num_directions == 2, proj_size=spec.proj_size)
     state = {name: torch.as_tensor(np.asarray(value, dtype=np.float32)) if not isinstance(value, torch.Tensor)
              else value.detach().float() for name, value in tensors.items()}
+    if spec.source.get("module", "LSTM") != "LSTM":
+        return f"torch {torch.__version__}", _torch_cells_output(torch, spec, state, has_bias, x)
+    lstm = torch.nn.LSTM(spec.input_size, spec.hidden_size, num_layers=spec.num_layers, bias=has_bias,
+                         bidirectional=spec.num_directions == 2, proj_size=spec.proj_size)
     try:
         lstm.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -187,6 +191,32 @@ def _torch_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
     with torch.inference_mode():
         y, _ = lstm.eval()(torch.from_numpy(x))
     return f"torch {torch.__version__}", y.double().numpy()
+
+
+def _torch_cells_output(torch, spec, state: dict, has_bias: bool, x: np.ndarray) -> np.ndarray:
+    """An nn.LSTMCell per layer, stepped over time, cell k reading cell k-1's h: y (T, B, H) float64."""
+    cells = []
+    for l in range(spec.num_layers):
+        cell = torch.nn.LSTMCell(spec.input_size if l == 0 else spec.hidden_size, spec.hidden_size, bias=has_bias)
+        own = {kind: state[f"{kind}_l{l}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+               if f"{kind}_l{l}" in state}
+        try:
+            cell.load_state_dict(own, strict=True)
+        except RuntimeError as exc:
+            raise ConversionError(f"torch.nn.LSTMCell refused the source tensors: {str(exc).splitlines()[0]}") from None
+        cells.append(cell.eval())
+    T, B, _ = x.shape
+    h = [torch.zeros(B, spec.hidden_size) for _ in cells]
+    c = [torch.zeros(B, spec.hidden_size) for _ in cells]
+    ys = []
+    with torch.inference_mode():
+        for t in range(T):
+            inp = torch.from_numpy(x[t])
+            for l, cell in enumerate(cells):
+                h[l], c[l] = cell(inp, (h[l], c[l]))
+                inp = h[l]
+            ys.append(inp)
+    return torch.stack(ys).double().numpy()
 
 
 def _source_tensors(source, spec) -> dict:
@@ -197,9 +227,9 @@ def _source_tensors(source, spec) -> dict:
         from pathlib import Path
 
         state = torch_import._read_file(Path(source))
-    state, _ = torch_import._unwrap_checkpoint(state)
     prefix = spec.source.get("prefix") or ""
-    group = torch_import._group_lstm_tensors(state).get(prefix)
-    if not group:
-        raise ConversionError(f"cannot find the converted LSTM (prefix {prefix!r}) in the source")
+    try:
+        _, group, _, _ = torch_import.find_lstm(state, prefix)
+    except ConversionError:
+        raise ConversionError(f"cannot find the converted LSTM (prefix {prefix!r}) in the source") from None
     return {f"{kind}_l{layer}{'_reverse' if d else ''}": value for (kind, layer, d), value in group.items()}
