@@ -452,13 +452,15 @@ def _link_check(index: _ModelIndex, prev: _LstmRecord, nxt: _LstmRecord):
         return f"cannot tell the hidden size of {prev.name!r}", None
     if not path:
         return f"{prev.name!r}'s Y (4-D) feeds {nxt.name!r}'s X (3-D) directly", None
-    first = _arrangement_problem(index, prev, nxt, path, 3, 2, D, H)
-    if first is None:
+    problem = _arrangement_problem(index, prev, nxt, path, 3, 2, D, H)
+    if problem is None:
         return None, None
     for T, B in _declared_sizes(index, prev, nxt, path):
-        if T * D * B * H <= _MAX_INDEX_ELEMENTS and _arrangement_problem(index, prev, nxt, path, T, B, D, H) is None:
-            return None, (T, B)
-    return first, None
+        if T * D * B * H <= _MAX_INDEX_ELEMENTS:
+            problem = _arrangement_problem(index, prev, nxt, path, T, B, D, H)  # the file's sizes say more
+            if problem is None:
+                return None, (T, B)
+    return problem, None
 
 
 _MAX_INDEX_ELEMENTS = 1 << 22  # the index tensor of a chain check (float32 counts exactly up to 2**24)
