@@ -65,7 +65,9 @@ def list_file(src: str) -> str:
         raise ConversionError(f"source file {src!r} does not exist")
     entries = converters.list_lstms(src)
     lines = [f"{src} ([default]: what convert takes without --node / --prefix):"]
-    return "\n".join(lines + [f"  {entry.describe()}" for entry in entries])
+    lines += [f"  {entry.describe()}" for entry in entries]
+    # names come from the file: escape what a terminal would act on
+    return "\n".join("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in line) for line in lines)
 
 
 def summary(spec) -> str:
