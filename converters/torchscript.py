@@ -25,6 +25,7 @@ import ast
 import collections
 import io
 import pickle
+import pickletools
 import re
 import zipfile
 from pathlib import Path
@@ -41,6 +42,7 @@ _STORAGE_DTYPES = {
     "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1", "ByteStorage": "u1",
     "BoolStorage": "?",
 }
+_MAX_INDEX = 1 << 40  # an offset, size or stride beyond this describes no real tensor (and overflows numpy)
 _CONSTANT = re.compile(r"^\s+(\w+) : Final\[\w+\] = (.+?)\s*$", re.MULTILINE)
 
 
@@ -86,6 +88,7 @@ def read_torchscript(path: Path) -> TorchScriptTensors:
         archive = zipfile.ZipFile(path)
         root, pickled = _data_pickle(archive, path)
         big_endian = _big_endian(archive, root)
+        _check_opcodes(pickled)
         reader = _RestrictedUnpickler(pickled, archive, root, big_endian, path)
         tree = reader.load()
     except ConversionError:
@@ -97,7 +100,7 @@ def read_torchscript(path: Path) -> TorchScriptTensors:
             "else. Re-save the weights with torch.save(model.state_dict(), path)"
         ) from None
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, KeyError,
-            IndexError, AttributeError, RecursionError, MemoryError, UnicodeDecodeError) as exc:
+            IndexError, AttributeError, RecursionError, MemoryError, OverflowError) as exc:
         raise ConversionError(
             f"{path}: not a readable TorchScript archive (truncated or corrupt?): {type(exc).__name__}: "
             f"{_first_line(exc)}"
@@ -159,9 +162,20 @@ def _big_endian(archive: zipfile.ZipFile, root: str) -> bool:
     return order == b"big"
 
 
+def _check_opcodes(data: bytes) -> None:
+    """Walk the pickle's opcodes before running them (pickletools reads every length against the data).
+    An unpickler trusts two numbers it should not: the C one sizes its memo array by the largest index a
+    PUT names (one LONG_BINPUT of 2**31: 16 GiB), the Python one allocates a BYTEARRAY8's declared length
+    before reading it. After this walk both are bounded by the size of data.pkl."""
+    for opcode, arg, _pos in pickletools.genops(data):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= len(data):
+            raise ValueError(f"memo index {arg} of a {len(data)}-byte pickle")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """pickle with an allow-list of globals: tensor records, storage types, containers, TorchScript
-    objects as inert ScriptObjects. find_class is the only way a pickle reaches a callable."""
+    objects as inert ScriptObjects. find_class is the only way a pickle reaches a callable; the data
+    went through _check_opcodes first."""
 
     def __init__(self, data: bytes, archive: zipfile.ZipFile, root: str, big_endian: bool, path: Path):
         super().__init__(io.BytesIO(data))
@@ -241,7 +255,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(storage, _Storage):
             raise ValueError("a tensor record without a storage")
         dims = (offset, *size, *stride) if isinstance(size, tuple) and isinstance(stride, tuple) else None
-        if dims is None or len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in dims):
+        if dims is None or len(size) != len(stride) or not all(type(v) is int and 0 <= v < _MAX_INDEX for v in dims):
             raise ValueError(f"malformed tensor record: offset {offset!r}, size {size!r}, stride {stride!r}")
         count = 1
         for n in size:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import subprocess
+import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -211,15 +214,17 @@ def _module_pickle(attributes: bytes) -> bytes:
 
 
 def _tensor_pickle(offset=0, size=(4, 3), stride=(3, 1), numel=12, key="0") -> bytes:
-    """A module whose weight_ih_l0 is one tensor record with these numbers."""
+    """A module whose weight_ih_l0 is one tensor record with these numbers (of any size)."""
+    def num(v):
+        return pickle.dumps(v, protocol=2)[2:-1]
+
     def ints(values):
-        return b"(" + b"".join(b"J" + int(v).to_bytes(4, "little", signed=True) for v in values) + b"t"
+        return b"(" + b"".join(num(v) for v in values) + b"t"
 
     return _module_pickle(
         _s("weight_ih_l0") + b"ctorch._utils\n_rebuild_tensor_v2\n("
-        + b"(" + _s("storage") + b"ctorch\nFloatStorage\n" + _s(key) + _s("cpu")
-        + b"J" + numel.to_bytes(4, "little", signed=True) + b"tQ"
-        + b"J" + offset.to_bytes(4, "little", signed=True) + ints(size) + ints(stride)
+        + b"(" + _s("storage") + b"ctorch\nFloatStorage\n" + _s(key) + _s("cpu") + num(numel) + b"tQ"
+        + num(offset) + ints(size) + ints(stride)
         + b"\x89ccollections\nOrderedDict\n)RtR")
 
 
@@ -243,6 +248,9 @@ def test_hand_written_tensor_record_reads(tmp_path):
     (dict(key="../../etc/passwd"), 48, "malformed storage record"),
     (dict(size=(1 << 20, 1 << 20), stride=(0, 0)), 48, "repeats its storage"),
     (dict(offset=-1), 48, "malformed tensor record"),
+    (dict(size=(1, 3), stride=(1 << 70, 1)), 48, "malformed tensor record"),  # numpy would overflow
+    (dict(size=(1 << 70, 0), stride=(1, 1)), 48, "malformed tensor record"),
+    (dict(numel=1 << 80), 48, "malformed storage record|fewer than"),
 ])
 def test_lying_tensor_records_are_refused(tmp_path, record, storage, match):
     _archive(tmp_path / "bad.pt", _tensor_pickle(**record), {"0": bytes(storage)})
@@ -311,3 +319,67 @@ def test_archive_whose_root_is_not_a_module(tmp_path):
     _archive(tmp_path / "list.pt", pickle.dumps([1, 2, 3], protocol=2))
     with pytest.raises(ConversionError, match="not a module"):
         from_torch(tmp_path / "list.pt")
+
+
+def test_pickle_numbers_cannot_make_the_reader_allocate(tmp_path):
+    """A LONG_BINPUT of 2**31 (the C unpickler's memo array: 16 GiB) and a BYTEARRAY8 declaring 2**40
+    bytes (the Python unpickler allocates before reading) are refused by the opcode walk. Run in a
+    child limited to 2 GiB of address space, so a regression fails this test instead of the machine."""
+    cases = {
+        "memo": b"\x80\x02)r\x00\x00\x00\x80.",  # EMPTY_TUPLE, LONG_BINPUT 2**31
+        "bytearray": b"\x80\x05\x96" + (1 << 40).to_bytes(8, "little") + b"abc.",  # BYTEARRAY8
+    }
+    for name, data in cases.items():
+        _archive(tmp_path / f"{name}.pt", data)
+    code = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        from converters import from_torch
+        from fastlstm import ConversionError
+        for name in {list(cases)!r}:
+            try:
+                from_torch(f"{tmp_path}/{{name}}.pt")
+            except ConversionError as exc:
+                assert "MemoryError" not in str(exc), exc
+                print(name, "refused:", str(exc).split("corrupt?): ")[-1][:160])
+            else:
+                sys.exit(f"{{name}}: not refused")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("refused: ") == 2 and "memo index 2147483648" in proc.stdout, proc.stdout
+
+
+def test_mutated_data_pickle_is_refused_or_read(tmp_path):
+    """Random byte edits of a real archive's data.pkl: every outcome is a spec or a ConversionError."""
+    src = tmp_path / "src.pt"
+    torch.jit.save(torch.jit.script(torch.nn.LSTM(3, 4, num_layers=2, proj_size=2)), str(src))
+    with zipfile.ZipFile(src) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    root = next(iter(entries)).split("/")[0]
+    original = entries[f"{root}/data.pkl"]
+    rng = np.random.default_rng(16)
+    outcomes = {"spec": 0, "refused": 0}
+    for _ in range(300):
+        data = bytearray(original)
+        for _ in range(int(rng.integers(1, 6))):
+            pos = int(rng.integers(0, len(data)))
+            action = int(rng.integers(0, 3))
+            if action == 0:
+                data[pos] = int(rng.integers(0, 256))
+            elif action == 1:
+                del data[pos]
+            else:
+                data.insert(pos, int(rng.integers(0, 256)))
+        entries[f"{root}/data.pkl"] = bytes(data)
+        path = tmp_path / "mutated.pt"
+        with zipfile.ZipFile(path, "w") as z:
+            for name, raw in entries.items():
+                z.writestr(name, raw)
+        try:
+            from_torch(path)
+            outcomes["spec"] += 1
+        except ConversionError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 200, outcomes
