@@ -6,11 +6,12 @@ inside its functions.
 
 from fastlstm.quantize import quantize
 
+from .listing import list_lstms
 from .onnx_export import to_onnx
 from .onnx_import import from_onnx
 from .verify import verify
 
-__all__ = ["from_onnx", "quantize", "to_onnx", "verify"]
+__all__ = ["from_onnx", "list_lstms", "quantize", "to_onnx", "verify"]
 
 try:  # written separately; keep the package importable while it is absent
     from .torch_import import from_torch, to_torch

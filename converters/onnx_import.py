@@ -372,7 +372,7 @@ def _select(index: _ModelIndex, node) -> list[_LstmRecord]:
         return chain
     raise ConversionError(
         f"the model holds {len(index.lstms)} LSTM nodes that do not form one layer chain; pick one "
-        f"with node=NAME (CLI: --node NAME). LSTM nodes: {available}"
+        f"with node=NAME (CLI: --node NAME; fastlstm convert --list SRC describes each). LSTM nodes: {available}"
     )
 
 
@@ -439,23 +439,49 @@ def _batch_first_input(rec: _LstmRecord) -> bool | None:
 
 def _link_problem(index: _ModelIndex, prev: _LstmRecord, nxt: _LstmRecord) -> str | None:
     """Why `nxt` is not the layer after `prev` (None if it is)."""
+    return _link_check(index, prev, nxt)[0]
+
+
+def _link_check(index: _ModelIndex, prev: _LstmRecord, nxt: _LstmRecord):
+    """-> (why `nxt` is not the layer after `prev` or None, the (T, B) the link only holds at or None).
+
+    The ops between are checked on an index tensor of small sizes first. Ops that fix T and B (what the
+    dynamo exporter writes: Reshape to the export's shape) cannot take those, so the sizes the graph
+    declares are tried next; such a link is the layer stack at the sizes the file can run."""
     found = _data_predecessor(nxt)
     if found is None or found[0] is not prev.node:
-        return f"the X input of {nxt.name!r} is not computed from {prev.name!r}'s output Y by shape-only ops"
+        return (f"the X input of {nxt.name!r} is not computed from {prev.name!r}'s output Y by shape-only ops",
+                None)
     if prev.scope is not nxt.scope:
-        return "the nodes live in different (sub)graphs"
+        return "the nodes live in different (sub)graphs", None
     path = found[1]
     D, H = _direction_count(prev), _declared_hidden(index, prev)
     if H is None:
-        return f"cannot tell the hidden size of {prev.name!r}"
-    T, B = 3, 2
+        return f"cannot tell the hidden size of {prev.name!r}", None
+    if not path:
+        return f"{prev.name!r}'s Y (4-D) feeds {nxt.name!r}'s X (3-D) directly", None
+    problem = _arrangement_problem(index, prev, nxt, path, 3, 2, D, H)
+    if problem is None:
+        return None, None
+    for T, B in _declared_sizes(index, prev, nxt, path):
+        if T * D * B * H <= _MAX_INDEX_ELEMENTS:
+            problem = _arrangement_problem(index, prev, nxt, path, T, B, D, H)  # the file's sizes say more
+            if problem is None:
+                return None, (T, B)
+    return problem, None
+
+
+_MAX_INDEX_ELEMENTS = 1 << 22  # the index tensor of a chain check (float32 counts exactly up to 2**24)
+
+
+def _arrangement_problem(index, prev, nxt, path, T, B, D, H) -> str | None:
+    """Push the index tensor of prev's Y (T, D, B, H) through the ops between; None if they make the layer
+    input (T, B, D*H) with directions concatenated (or its batch-major form for a layout-1 `nxt`)."""
     canonical = np.arange(T * D * B * H, dtype=np.float32).reshape(T, D, B, H)
     y_prev = canonical if _layout(prev) == 0 else canonical.transpose(2, 0, 1, 3)
     expected = canonical.transpose(0, 2, 1, 3).reshape(T, B, D * H)
     if _layout(nxt) == 1:
         expected = expected.transpose(1, 0, 2)
-    if not path:
-        return f"{prev.name!r}'s Y (4-D) feeds {nxt.name!r}'s X (3-D) directly"
     target = path[-1].output[0]
     try:
         got = index.fold(nxt.scope, {target: f"the ops between {prev.name!r} and {nxt.name!r}"},
@@ -465,6 +491,50 @@ def _link_problem(index: _ModelIndex, prev: _LstmRecord, nxt: _LstmRecord) -> st
     if got.shape != expected.shape or not np.array_equal(got, expected):
         return (f"the ops between them turn Y into shape {got.shape}, not the layer input "
                 f"(T, B, D*H) = {expected.shape} with directions concatenated")
+    return None
+
+
+def _declared_sizes(index, prev, nxt, path) -> list[tuple[int, int]]:
+    """(T, B) pairs the graph fixes around a link: constant 3-D Reshape targets between the nodes and the
+    static shapes declared for prev's X and Y (graph inputs, outputs, value_info)."""
+    sizes = []
+    for op in path:
+        if op.op_type == "Reshape" and len(op.input) > 1 and op.input[1]:
+            try:
+                target = index.fold(nxt.scope, {op.input[1]: "a Reshape target"})[op.input[1]]
+            except ConversionError:
+                continue  # computed from the data: the small index tensor already covered it
+            dims = [int(v) for v in np.asarray(target).reshape(-1)[:4]]
+            if len(dims) == 3 and min(dims[:2]) > 0:
+                sizes.append((dims[0], dims[1]) if _layout(nxt) == 0 else (dims[1], dims[0]))
+    x_dims = _static_dims(prev.scope, prev.node.input[0])
+    if x_dims is not None and len(x_dims) == 3 and None not in x_dims[:2]:
+        sizes.append(tuple(x_dims[:2]) if _layout(prev) == 0 else (x_dims[1], x_dims[0]))
+    y_dims = _static_dims(prev.scope, prev.node.output[0])
+    if y_dims is not None and len(y_dims) == 4:
+        T, B = (y_dims[0], y_dims[2]) if _layout(prev) == 0 else (y_dims[1], y_dims[0])
+        if T is not None and B is not None:
+            sizes.append((T, B))
+    return [s for k, s in enumerate(sizes) if s not in sizes[:k] and min(s) > 0]
+
+
+def _static_dims(scope: _Scope, name: str) -> list | None:
+    """The dims a (sub)graph declares for value `name` (None for a symbolic dim), or None if undeclared."""
+    while scope is not None:
+        for info in (*scope.graph.value_info, *scope.graph.input, *scope.graph.output):
+            if info.name == name and info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+                return [d.dim_value if d.HasField("dim_value") else None
+                        for d in info.type.tensor_type.shape.dim]
+        scope = scope.parent
+    return None
+
+
+def chain_sizes(index: _ModelIndex, chain: list[_LstmRecord]) -> tuple[int, int] | None:
+    """The (T, B) a chain's shape ops fix (verify must run the source at those sizes), None if free."""
+    for prev, nxt in zip(chain, chain[1:], strict=False):
+        sizes = _link_check(index, prev, nxt)[1]
+        if sizes is not None:
+            return sizes
     return None
 
 
@@ -551,6 +621,10 @@ def _convert_node(index: _ModelIndex, rec: _LstmRecord) -> _NodeWeights:
     if layout not in (0, 1):
         raise ConversionError(f"{where}: layout must be 0 or 1, found {layout}")
 
+    declared_hidden = attrs.get("hidden_size")
+    if isinstance(declared_hidden, int) and declared_hidden >= 1:  # before the weights: a clearer message
+        _check_initial_state(index, rec, inputs, D, declared_hidden, layout)
+
     wanted = {inputs[1]: f"{where} input W", inputs[2]: f"{where} input R"}
     if inputs[3]:
         wanted[inputs[3]] = f"{where} input B"
@@ -584,6 +658,8 @@ def _convert_node(index: _ModelIndex, rec: _LstmRecord) -> _NodeWeights:
                 f"{where}: {label} has shape {arr.shape}, expected {expected} for direction={direction!r}"
                 f", hidden_size={H}, input_size={I} (from W)"
             )
+    if declared_hidden is None:
+        _check_initial_state(index, rec, inputs, D, H, layout)
     B = arrays[inputs[3]].astype(np.float64) if inputs[3] else np.zeros((D, 8 * H))
     P = arrays[inputs[7]].astype(np.float64) if inputs[7] else None
 
@@ -601,6 +677,42 @@ def _convert_node(index: _ModelIndex, rec: _LstmRecord) -> _NodeWeights:
             reverse=(direction == "reverse") or d == 1,
         ))
     return _NodeWeights(rec.name, directions, I, H, layout, None if quantized is None else quantized.note())
+
+
+def _check_initial_state(index: _ModelIndex, rec: _LstmRecord, inputs: list, D: int, H: int, layout: int):
+    """initial_h / initial_c must fit the node, and a constant one must be zero: a converted model starts
+    from the state passed to run/step, so a non-zero constant would be lost without a word. A state
+    computed from the graph's inputs is checked against the dims the graph declares for it."""
+    where = f"LSTM node {rec.name!r}"
+    for slot, label in ((5, "initial_h"), (6, "initial_c")):
+        name = inputs[slot]
+        if not name:
+            continue
+        try:
+            value = index.fold(rec.scope, {name: f"{where} input {label}"})[name]
+            dims, constant = list(value.shape), True
+        except ConversionError:  # computed from inputs (a state input, or zeros of the input's batch)
+            value, dims, constant = None, _static_dims(rec.scope, name), False
+        if dims is None:
+            continue
+        d_axis = 0 if layout == 0 else 1
+        if len(dims) != 3 or dims[d_axis] not in (D, None) or dims[2] not in (H, None):
+            hint = ""
+            if label == "initial_c" and len(dims) == 3 and dims[2] is not None and dims[2] > H:
+                hint = (" (torch.onnx.export writes such a node for nn.LSTM(proj_size=...), which an ONNX LSTM "
+                        "cannot express; ONNX Runtime refuses it too: convert the PyTorch weights instead)")
+            layout_dims = f"({D}, batch, {H})" if layout == 0 else f"(batch, {D}, {H})"
+            shown = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+            raise ConversionError(
+                f"{where}: {label} has shape {shown}, expected {layout_dims} for its {D} direction(s) and "
+                f"hidden_size={H}: the node is inconsistent{hint}"
+            )
+        if constant and np.any(value != 0):
+            raise ConversionError(
+                f"{where}: {label} is a non-zero constant; a converted model starts from the state passed to "
+                f"run/step (zeros by default), so it would be lost: remove it from the model and pass it as the "
+                f"initial state instead"
+            )
 
 
 def _reorder_gates(array: np.ndarray, H: int) -> np.ndarray:

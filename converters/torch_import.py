@@ -10,6 +10,15 @@ unpickled) or a `.safetensors` file. LSTMs are found by their tensor names
     {prefix}bias_hh_l{k}[_reverse]     (4H,)
     {prefix}weight_hr_l{k}[_reverse]   (Hout, H)       projection, only when proj_size > 0
 
+An `nn.LSTMCell` ({prefix}weight_ih, weight_hh, bias_ih, bias_hh: no layer suffix) converts as a
+one-layer, one-direction LSTM. Cells numbered under one prefix ({prefix}0., {prefix}1., ...) convert as
+the layers of one stack when that prefix is asked for and their shapes chain (every cell of the same
+hidden size, cell k's input = cell k-1's hidden size): the file cannot say that the model feeds cell k's
+output to cell k+1 at every step, so asking for the stack is the user's claim that it does.
+
+TorchScript archives (torch.jit.save) are read by converters/torchscript.py, which runs none of their
+code: their module tree names the tensors as a state_dict would.
+
 PyTorch's gate order is already the canonical one, so the import only sums the two biases and casts
 to float32. `to_torch` goes the other way (for benchmarks and tests).
 
@@ -32,12 +41,17 @@ from fastlstm.errors import ConversionError, SpecError
 from fastlstm.quantized import as_float32
 from fastlstm.spec import DirectionSpec, ModelSpec
 
+from . import torchscript
+
 __all__ = ["from_torch", "to_torch"]
 
-# One LSTM tensor name: optional dotted prefix, kind, layer index, optional reverse suffix.
-_NAME = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
-                   r"_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
+# One LSTM tensor name: optional dotted prefix, kind, layer index and optional reverse suffix (nn.LSTM) or
+# neither (nn.LSTMCell, which has no weight_hr).
+_NAME = re.compile(r"^(?P<prefix>(?:.*\.)?)(?:(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
+                   r"_l(?P<layer>\d+)(?P<reverse>_reverse)?|(?P<cell_kind>weight_ih|weight_hh|bias_ih|bias_hh))$")
 _KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_CELL_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_CELL = -1  # the layer index of an nn.LSTMCell tensor in a group: no layer suffix
 _SAFETENSORS_DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
@@ -53,8 +67,11 @@ _SAFETENSORS_DTYPES = {
 def from_torch(source, prefix: str | None = None) -> ModelSpec:
     """Convert a PyTorch LSTM into a validated ModelSpec.
 
-    source: nn.LSTM | nn.Module | Mapping[str, tensor | ndarray] | path to .pt/.pth/.safetensors
-    prefix: which LSTM of a larger model, e.g. "encoder.lstm" or "encoder.lstm." (None: the only one)
+    source: nn.LSTM | nn.LSTMCell | nn.Module | Mapping[str, tensor | ndarray] | path to .pt/.pth/.safetensors
+            or a TorchScript archive (.pt/.jit)
+    prefix: which LSTM of a larger model, e.g. "encoder.lstm" or "encoder.lstm." (None: the only one); in
+            a nested checkpoint the full dotted path ("model_state.lstm.") or the one inside the unwrapped
+            state dict ("lstm."); "cells." for the stack of nn.LSTMCell cells.0., cells.1., ...
     """
     info: dict = {"format": "torch", "prefix": None, "file": None}
     lstm_modules = None  # prefix -> nn.LSTM submodule (module sources only)
@@ -71,18 +88,24 @@ def from_torch(source, prefix: str | None = None) -> ModelSpec:
             f"from_torch expects an nn.Module, a state_dict or a file path, got {type(source).__name__}"
         )
 
-    state, container = _unwrap_checkpoint(state)
+    if isinstance(state, torchscript.TorchScriptTensors):
+        info["archive"] = "torchscript"
+    chosen, group, container, module = find_lstm(state, prefix, None if lstm_modules is None else list(lstm_modules))
     if container:
         info["container"] = container
-    groups = _group_lstm_tensors(state)
-    chosen = _choose_group(groups, prefix, None if lstm_modules is None else list(lstm_modules))
     info["prefix"] = chosen
-    if lstm_modules is not None:
+    if lstm_modules is not None and chosen in lstm_modules:
         info["batch_first"] = bool(getattr(lstm_modules[chosen], "batch_first", False))
+    elif isinstance(state, torchscript.TorchScriptTensors):
+        flag = state.constants.get(chosen, {}).get("batch_first")
+        if isinstance(flag, bool):  # a scripted nn.LSTM's source states it; a traced one's does not
+            info["batch_first"] = flag
+    if module != "LSTM":
+        info["module"] = module
     torch = sys.modules.get("torch")
     if torch is not None and getattr(torch, "__version__", None):
         info["torch_version"] = str(torch.__version__)
-    spec = _build_spec(groups[chosen], chosen)
+    spec = _build_spec(group, chosen, module)
     spec.source = info
     try:
         return spec.validate()
@@ -163,10 +186,16 @@ def _module_state(module):
     import torch
 
     lstms = {f"{name}." if name else "": sub for name, sub in module.named_modules()
-             if isinstance(sub, torch.nn.LSTM)}
+             if isinstance(sub, (torch.nn.LSTM, torch.nn.LSTMCell))}
     state = dict(module.state_dict())
     with torch.no_grad():
         for prefix, lstm in lstms.items():
+            if isinstance(lstm, torch.nn.LSTMCell):
+                for kind in _CELL_KINDS:
+                    value = getattr(lstm, kind, None)
+                    if isinstance(value, torch.Tensor):
+                        state[f"{prefix}{kind}"] = value.detach()
+                continue
             for l in range(lstm.num_layers):
                 for sfx in ("", "_reverse") if lstm.bidirectional else ("",):
                     for kind in _KINDS:
@@ -195,6 +224,8 @@ def _read_file(path: Path) -> Mapping:
             f"{path}: not a PyTorch file (expected a torch.save zip archive or a .safetensors file; "
             f"the file starts with {head[:8]!r})"
         )
+    if head.startswith(b"PK\x03\x04") and torchscript.is_torchscript(path):
+        return torchscript.read_torchscript(path)  # never torch.jit.load: that runs the archive's code
     return _read_torch_file(path)
 
 
@@ -311,8 +342,29 @@ def _unwrap_checkpoint(state: Mapping) -> tuple[Mapping, str | None]:
 # tensor names -> LSTM groups -> spec
 
 
+def find_lstm(state: Mapping, prefix: str | None, lstm_prefixes: list[str] | None = None):
+    """-> (prefix chosen, its tensors {(kind, layer, direction): tensor}, the checkpoint key unwrapped or
+    None, "LSTM" | "LSTMCell" | "stack of N LSTMCell"). Cells come out as layers 0..N-1."""
+    state, container = _unwrap_checkpoint(state)
+    groups = _group_lstm_tensors(state)
+    stacks = _cell_stacks(groups)
+    chosen = _choose_group(groups, stacks, prefix, lstm_prefixes, container)
+    if chosen in stacks:
+        merged = {(kind, k, d): value for k, child in enumerate(stacks[chosen])
+                  for (kind, _, d), value in groups[child].items()}
+        return chosen, merged, container, f"stack of {len(stacks[chosen])} LSTMCell"
+    group = groups[chosen]
+    if any(layer == _CELL for _, layer, _ in group):
+        if any(layer != _CELL for _, layer, _ in group):
+            raise ConversionError(f"LSTM {_show(chosen)} mixes nn.LSTM names (weight_ih_l0, ...) with nn.LSTMCell "
+                                  "names (weight_ih, ...): one prefix holds one module")
+        return chosen, {(kind, 0, d): value for (kind, _, d), value in group.items()}, container, "LSTMCell"
+    return chosen, group, container, "LSTM"
+
+
 def _group_lstm_tensors(state: Mapping) -> dict[str, dict[tuple[str, int, int], object]]:
-    """prefix -> {(kind, layer, direction): tensor} for every name that looks like an LSTM tensor."""
+    """prefix -> {(kind, layer, direction): tensor} for every name that looks like an LSTM tensor
+    (layer _CELL for an nn.LSTMCell name)."""
     groups: dict[str, dict] = {}
     for name, value in state.items():
         if not isinstance(name, str):
@@ -320,14 +372,28 @@ def _group_lstm_tensors(state: Mapping) -> dict[str, dict[tuple[str, int, int], 
         m = _NAME.match(name)
         if m is None:
             continue
-        key = (m["kind"], int(m["layer"]), 1 if m["reverse"] else 0)
+        if m["cell_kind"]:
+            key = (m["cell_kind"], _CELL, 0)
+        else:
+            key = (m["kind"], int(m["layer"]), 1 if m["reverse"] else 0)
         groups.setdefault(m["prefix"], {})[key] = value
     return groups
 
 
+def _cell_stacks(groups: dict) -> dict[str, list[str]]:
+    """parent prefix -> [parent0., parent1., ...] for cells numbered 0..N-1 (N >= 2) under one parent."""
+    numbered: dict[str, dict[int, str]] = {}
+    for prefix, group in groups.items():
+        m = re.match(r"^(.*?)(\d+)\.$", prefix)
+        if m and group and all(layer == _CELL for _, layer, _ in group) and _rnn_kind(group) == "LSTM":
+            numbered.setdefault(m[1], {})[int(m[2])] = prefix
+    return {parent: [found[k] for k in range(len(found))] for parent, found in numbered.items()
+            if len(found) >= 2 and sorted(found) == list(range(len(found))) and parent not in groups}
+
+
 def _rnn_kind(group: dict) -> str:
-    """'LSTM' unless weight_hh_l0 has the row count of a GRU (3H) or a plain RNN (H)."""
-    w = group.get(("weight_hh", 0, 0))
+    """'LSTM' unless weight_hh_l0 (weight_hh of a cell) has the row count of a GRU (3H) or a plain RNN (H)."""
+    w = group.get(("weight_hh", 0, 0), group.get(("weight_hh", _CELL, 0)))
     shape = getattr(w, "shape", None)
     if shape is None or len(shape) != 2 or ("weight_hr", 0, 0) in group:
         return "LSTM"
@@ -343,8 +409,9 @@ def _show(prefix: str) -> str:
     return repr(prefix) if prefix else "'' (top level)"
 
 
-def _choose_group(groups: dict, prefix: str | None, lstm_prefixes: list[str] | None) -> str:
-    if lstm_prefixes is not None:  # a module: trust its own nn.LSTM submodules
+def _choose_group(groups: dict, stacks: dict, prefix: str | None, lstm_prefixes: list[str] | None,
+                  container: str | None = None) -> str:
+    if lstm_prefixes is not None:  # a module: trust its own nn.LSTM / nn.LSTMCell submodules
         candidates = [p for p in lstm_prefixes if p in groups]
     else:
         candidates = [p for p, g in groups.items() if _rnn_kind(g) == "LSTM"]
@@ -353,15 +420,20 @@ def _choose_group(groups: dict, prefix: str | None, lstm_prefixes: list[str] | N
         if not isinstance(prefix, str):
             raise ConversionError(f"prefix must be a string, got {type(prefix).__name__}")
         want = prefix if prefix == "" or prefix.endswith(".") else prefix + "."
-        if want in candidates:
-            return want
-        if want in groups:
-            raise ConversionError(
-                f"prefix {_show(want)} holds {_rnn_kind(groups[want])}-shaped weights, not an LSTM; "
-                f"LSTMs found: {', '.join(map(_show, candidates)) or 'none'}"
-            )
+        wants = [want]
+        if container and want.startswith(container + "."):  # the full path through the checkpoint's dicts
+            wants.append(want[len(container) + 1:])
+        for option in wants:
+            if option in candidates or option in stacks:
+                return option
+        for option in wants:
+            if option in groups:
+                raise ConversionError(
+                    f"prefix {_show(option)} holds {_rnn_kind(groups[option])}-shaped weights, not an LSTM; "
+                    f"LSTMs found: {_listed(candidates, stacks, container)}"
+                )
         raise ConversionError(
-            f"no LSTM with prefix {_show(want)}; available: {', '.join(map(_show, candidates)) or 'none'}"
+            f"no LSTM with prefix {_show(want)}; available: {_listed(candidates, stacks, container)}"
         )
     if len(candidates) == 1:
         return candidates[0]
@@ -370,12 +442,21 @@ def _choose_group(groups: dict, prefix: str | None, lstm_prefixes: list[str] | N
         if others:
             extra = f" (found only GRU/RNN-shaped weights under {', '.join(map(_show, others))})"
         raise ConversionError(
-            "no LSTM tensors found: expected names like 'weight_ih_l0', 'weight_hh_l0' "
-            f"(optionally under a prefix such as 'lstm.'){extra}"
+            "no LSTM tensors found: expected names like 'weight_ih_l0', 'weight_hh_l0' (nn.LSTM) or "
+            f"'weight_ih', 'weight_hh' (nn.LSTMCell), optionally under a prefix such as 'lstm.'{extra}"
         )
     raise ConversionError(
-        f"found {len(candidates)} LSTMs; choose one with prefix=: {', '.join(map(_show, candidates))}"
+        f"found {len(candidates)} LSTMs; choose one with prefix= (CLI: --prefix P; fastlstm convert --list SRC "
+        f"describes each): {_listed(candidates, stacks, container)}"
     )
+
+
+def _listed(candidates: list[str], stacks: dict, container: str | None) -> str:
+    """The prefixes a user may pass, in the full form through the checkpoint's dicts when there is one."""
+    shown = [_show(f"{container}.{p}" if container else p) for p in candidates]
+    shown += [f"{_show(f'{container}.{p}' if container else p)} (the {len(stacks[p])} cells as layers)"
+              for p in stacks]
+    return ", ".join(shown) or "none"
 
 
 def _to_numpy(value, what: str) -> np.ndarray:
@@ -395,8 +476,12 @@ def _to_numpy(value, what: str) -> np.ndarray:
     raise ConversionError(f"{what}: expected a tensor or array, found {type(value).__name__}")
 
 
-def _build_spec(group: dict, prefix: str) -> ModelSpec:
-    def name(kind, l, d):
+def _build_spec(group: dict, prefix: str, module: str = "LSTM") -> ModelSpec:
+    def name(kind, l, d):  # the tensor's name in the source, for messages
+        if module == "LSTMCell":
+            return f"{prefix}{kind}"
+        if module != "LSTM":  # a stack of cells
+            return f"{prefix}{l}.{kind}"
         return f"{prefix}{kind}_l{l}{'_reverse' if d else ''}"
 
     tensors = {key: _to_numpy(v, name(*key)) for key, v in group.items()}

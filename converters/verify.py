@@ -3,7 +3,8 @@
 ONNX sources run in ONNX Runtime on a model cut from the original graph: the chain's LSTM nodes and
 the shape ops between them, kept verbatim, with each weight input folded to a constant from the
 original graph (so the weights ONNX Runtime sees never pass through our gate reordering).
-PyTorch sources run in `torch.nn.LSTM` after `load_state_dict(strict=True)` of the file's own tensors.
+PyTorch sources run in `torch.nn.LSTM` after `load_state_dict(strict=True)` of the file's own tensors
+(nn.LSTMCell sources in nn.LSTMCell, stepped over time, a stack of cells layer by layer).
 Both use a zero initial state, like the converted spec.
 """
 
@@ -26,8 +27,8 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
 
     Raises VerificationError when the relative error exceeds `tolerance`, ConversionError when the
     source runtime is not installed or cannot run the source."""
-    x = verify_input(spec)
     fmt = spec.source.get("format")
+    x = verify_input(spec, *((_onnx_fixed_sizes(source, spec) if fmt == "onnx" else None) or ()))
     if fmt == "onnx":
         runtime, expected = _onnx_runtime_output(source, spec, x)
     elif fmt == "torch":
@@ -54,13 +55,25 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
     return measured
 
 
-def verify_input(spec) -> np.ndarray:
-    """The random input every verification runs: (VERIFY_STEPS, VERIFY_BATCH, I) float32 N(0, 1), fixed seed."""
+def verify_input(spec, steps: int = VERIFY_STEPS, batch: int = VERIFY_BATCH) -> np.ndarray:
+    """The random input every verification runs: (steps, batch, I) float32 N(0, 1), fixed seed."""
     rng = np.random.default_rng(VERIFY_SEED)
-    return rng.standard_normal((VERIFY_STEPS, VERIFY_BATCH, spec.input_size)).astype(np.float32)
+    return rng.standard_normal((steps, batch, spec.input_size)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ ONNX
+
+
+def _onnx_fixed_sizes(source, spec) -> tuple[int, int] | None:
+    """The (T, B) the chain's shape ops fix (the dynamo exporter's Reshape to the export's shape), or None:
+    ONNX Runtime can run the source at those sizes only."""
+    index = onnx_import._ModelIndex(onnx_import._load(source))
+    records = {rec.name: rec for rec in index.lstms}
+    names = spec.source.get("node") or []
+    names = [names] if isinstance(names, str) else list(names)
+    if not names or any(n not in records for n in names):
+        return None  # _cut_chain says so
+    return onnx_import.chain_sizes(index, [records[n] for n in names])
 
 
 def _onnx_runtime_output(source, spec, x: np.ndarray, keep_quantized: bool = False) -> tuple[str, np.ndarray]:
@@ -72,6 +85,7 @@ def _onnx_runtime_output(source, spec, x: np.ndarray, keep_quantized: bool = Fal
     cut, layout = _cut_chain(model, spec, keep_quantized)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.log_severity_level = 4  # fatal only: ORT's own log lines would break the CLI's one stderr line
     try:
         session = ort.InferenceSession(cut.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feed = x if layout == 0 else np.ascontiguousarray(x.transpose(1, 0, 2))
@@ -97,17 +111,16 @@ def _cut_chain(model: onnx.ModelProto, spec, keep_quantized: bool = False) -> tu
         raise ConversionError(f"cannot find the converted LSTM node(s) {names} in the source model")
     chain = [records[n] for n in names]
     nodes, initializers = [], []
+    available: set[str] = set()  # values the cut graph computes
     for k, rec in enumerate(chain):
         if k > 0:  # the shape-only ops that turn the previous Y into this X, constants folded
             _, between = onnx_import._data_predecessor(rec)
             for op in between:
-                inputs = list(op.input)
-                for slot, name in enumerate(inputs[1:], start=1):
-                    if name:
-                        value = index.fold(rec.scope, {name: f"input {slot} of {op.op_type}"})[name]
-                        inputs[slot] = _add_constant(initializers, f"v{len(initializers)}", value)
-                nodes.append(helper.make_node(op.op_type, inputs, list(op.output), name=op.name,
-                                              domain=op.domain, **_node_attributes(op)))
+                inputs = [op.input[0]] + [_cut_value(index, rec.scope, name, f"input {slot} of {op.op_type}",
+                                                     nodes, initializers, available)
+                                          for slot, name in enumerate(op.input[1:], start=1)]
+                nodes.append(_copy_node(op, inputs))
+                available.update(op.output)
         inputs = list(rec.node.input) + [""] * (8 - len(rec.node.input))
         inputs[0] = "X" if k == 0 else inputs[0]
         quantized = onnx_quantized.is_quantized_lstm(rec.node)
@@ -134,6 +147,7 @@ def _cut_chain(model: onnx.ModelProto, spec, keep_quantized: bool = False) -> tu
         op, domain = ((rec.node.op_type, rec.node.domain) if quantized and keep_quantized else ("LSTM", ""))
         nodes.append(helper.make_node(op, inputs, outputs[:1], name=rec.name, domain=domain,
                                       **_node_attributes(rec.node)))
+        available.add(outputs[0])
     layout = int(spec.source.get("layout", 0) or 0)
     x_shape = ["T", "B", spec.input_size] if layout == 0 else ["B", "T", spec.input_size]
     graph = helper.make_graph(
@@ -150,6 +164,32 @@ def _cut_chain(model: onnx.ModelProto, spec, keep_quantized: bool = False) -> tu
     return cut, layout
 
 
+def _cut_value(index, scope, name: str, label: str, nodes: list, initializers: list, available: set,
+               depth: int = 0) -> str:
+    """A name for value `name` in the cut graph: a folded constant, or (for a shape computed from the data,
+    e.g. Shape -> Slice -> Concat in a dynamic-shape export) its ops copied verbatim."""
+    if not name or name in available:
+        return name
+    try:
+        value = index.fold(scope, {name: label})[name]
+        return _add_constant(initializers, f"v{len(initializers)}", value)
+    except ConversionError:
+        found = scope.lookup(name)
+        if found is None or found[0] != "node" or depth > 64:
+            raise
+    node = found[1]
+    inputs = [_cut_value(index, found[2], dep, label, nodes, initializers, available, depth + 1) for dep in node.input]
+    if name not in available:  # a node with several outputs may have been copied by a sibling already
+        nodes.append(_copy_node(node, inputs))
+        available.update(o for o in node.output if o)
+    return name
+
+
+def _copy_node(node: onnx.NodeProto, inputs: list[str]) -> onnx.NodeProto:
+    return helper.make_node(node.op_type, inputs, list(node.output), name=node.name, domain=node.domain,
+                            **_node_attributes(node))
+
+
 def _add_constant(initializers: list, name: str, value: np.ndarray) -> str:
     initializers.append(numpy_helper.from_array(np.asarray(value), name))
     return name
@@ -163,13 +203,16 @@ def _node_attributes(node: onnx.NodeProto) -> dict:
 
 
 def _torch_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
+    """y (T, B, D*Hout) float64 of the source's module: nn.LSTM, or nn.LSTMCell(s) stepped over x."""
     torch = torch_import._import_torch("--verify of a PyTorch model")
     tensors = _source_tensors(source, spec)
     has_bias = any(kind.startswith("bias") for kind in tensors)
-    lstm = torch.nn.LSTM(spec.input_size, spec.hidden_size, num_layers=spec.num_layers, bias=has_bias,
-                         bidirectional=spec.num_directions == 2, proj_size=spec.proj_size)
     state = {name: torch.as_tensor(np.asarray(value, dtype=np.float32)) if not isinstance(value, torch.Tensor)
              else value.detach().float() for name, value in tensors.items()}
+    if spec.source.get("module", "LSTM") != "LSTM":
+        return f"torch {torch.__version__}", _torch_cells_output(torch, spec, state, has_bias, x)
+    lstm = torch.nn.LSTM(spec.input_size, spec.hidden_size, num_layers=spec.num_layers, bias=has_bias,
+                         bidirectional=spec.num_directions == 2, proj_size=spec.proj_size)
     try:
         lstm.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -177,6 +220,32 @@ def _torch_output(source, spec, x: np.ndarray) -> tuple[str, np.ndarray]:
     with torch.inference_mode():
         y, _ = lstm.eval()(torch.from_numpy(x))
     return f"torch {torch.__version__}", y.double().numpy()
+
+
+def _torch_cells_output(torch, spec, state: dict, has_bias: bool, x: np.ndarray) -> np.ndarray:
+    """An nn.LSTMCell per layer, stepped over time, cell k reading cell k-1's h: y (T, B, H) float64."""
+    cells = []
+    for l in range(spec.num_layers):
+        cell = torch.nn.LSTMCell(spec.input_size if l == 0 else spec.hidden_size, spec.hidden_size, bias=has_bias)
+        own = {kind: state[f"{kind}_l{l}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+               if f"{kind}_l{l}" in state}
+        try:
+            cell.load_state_dict(own, strict=True)
+        except RuntimeError as exc:
+            raise ConversionError(f"torch.nn.LSTMCell refused the source tensors: {str(exc).splitlines()[0]}") from None
+        cells.append(cell.eval())
+    T, B, _ = x.shape
+    h = [torch.zeros(B, spec.hidden_size) for _ in cells]
+    c = [torch.zeros(B, spec.hidden_size) for _ in cells]
+    ys = []
+    with torch.inference_mode():
+        for t in range(T):
+            inp = torch.from_numpy(x[t])
+            for l, cell in enumerate(cells):
+                h[l], c[l] = cell(inp, (h[l], c[l]))
+                inp = h[l]
+            ys.append(inp)
+    return torch.stack(ys).double().numpy()
 
 
 def _source_tensors(source, spec) -> dict:
@@ -187,9 +256,9 @@ def _source_tensors(source, spec) -> dict:
         from pathlib import Path
 
         state = torch_import._read_file(Path(source))
-    state, _ = torch_import._unwrap_checkpoint(state)
     prefix = spec.source.get("prefix") or ""
-    group = torch_import._group_lstm_tensors(state).get(prefix)
-    if not group:
-        raise ConversionError(f"cannot find the converted LSTM (prefix {prefix!r}) in the source")
+    try:
+        _, group, _, _ = torch_import.find_lstm(state, prefix)
+    except ConversionError:
+        raise ConversionError(f"cannot find the converted LSTM (prefix {prefix!r}) in the source") from None
     return {f"{kind}_l{layer}{'_reverse' if d else ''}": value for (kind, layer, d), value in group.items()}

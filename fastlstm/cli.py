@@ -1,6 +1,8 @@
 """The `fastlstm` command: convert, info, demo, warmup, bench.
 
-Every failure prints exactly one line on stderr and no traceback (--debug shows the traceback):
+Every failure prints exactly one line on stderr and no traceback (--debug shows the traceback). While
+convert and info run, third-party warnings and library log lines are held back (cli_capture): a failure's
+line says how many there were and --debug shows them.
     exit 1  user error: a FastLSTMError (bad model file, failed conversion or verification) or an OSError
     exit 2  usage error: bad command line arguments
     exit 3  internal error: any other exception, i.e. a bug in fastlstm (please report it)
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 
+from .cli_capture import Capture
 from .errors import FastLSTMError
 
 EXIT_USER_ERROR = 1
@@ -42,8 +45,10 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser("convert", help="convert an ONNX or PyTorch LSTM into a .fastlstm file")
-    convert.add_argument("src", help="model.onnx, weights.pt/.pth or weights.safetensors")
-    convert.add_argument("-o", "--output", required=True, metavar="DST", help="the .fastlstm file to write")
+    convert.add_argument("src", help="model.onnx, weights.pt/.pth, weights.safetensors or a TorchScript .pt/.jit")
+    convert.add_argument("-o", "--output", metavar="DST", help="the .fastlstm file to write (required unless --list)")
+    convert.add_argument("--list", action="store_true",
+                         help="print every LSTM in SRC (ONNX node names or PyTorch prefixes, sizes); write nothing")
     convert.add_argument("--node", help="ONNX: name of the LSTM node (default: the only one / the chain)")
     convert.add_argument("--prefix", help="PyTorch: state_dict prefix of the LSTM (default: the only one)")
     convert.add_argument("--verify", action="store_true",
@@ -93,13 +98,19 @@ def _weight_list(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "convert" and not args.list and not args.output:
+        parser.error("convert needs -o DST (or --list)")
+    held = Capture(enabled=args.command in ("convert", "info") and not args.debug)
     try:
-        return _dispatch(args)
+        with held:
+            return _dispatch(args)
     except (FastLSTMError, OSError) as exc:
         if args.debug:
             raise
-        print(f"fastlstm {args.command}: error: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)
+        print(f"fastlstm {args.command}: error: {_one_line(exc) or type(exc).__name__}{held.summary()}",
+              file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:
@@ -110,11 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"fastlstm {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-              f"(this is a bug in fastlstm; rerun with --debug for the traceback)", file=sys.stderr)
+              f"(this is a bug in fastlstm; rerun with --debug for the traceback){held.summary()}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
 
 
 def _dispatch(args) -> int:
+    if args.command == "convert" and args.list:
+        from .cli_convert import list_file
+
+        print(list_file(args.src))
+        return 0
     if args.command == "convert":
         from .cli_convert import convert_file
 

@@ -11,7 +11,7 @@ from .engine import Engine
 from .errors import ConversionError
 
 VERIFY_TOLERANCE = 2e-5  # max |ours - source| / max(|source|, 1)
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".jit", ".safetensors")
 
 
 def source_kind(path: str) -> str:
@@ -64,6 +64,19 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
         report["verify"] = measured
     save(spec, dst)
     return report
+
+
+def list_file(src: str) -> str:
+    """`convert --list`: one line per LSTM in `src`."""
+    import converters
+
+    if not os.path.isfile(src):
+        raise ConversionError(f"source file {src!r} does not exist")
+    entries = converters.list_lstms(src)
+    lines = [f"{src} ([default]: what convert takes without --node / --prefix):"]
+    lines += [f"  {entry.describe()}" for entry in entries]
+    # names come from the file: escape what a terminal would act on
+    return "\n".join("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in line) for line in lines)
 
 
 def summary(spec) -> str:

@@ -300,8 +300,7 @@ def _torch_export(num_layers, bidirectional, batch_first, seed=0):
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # torch 2.13 defaults to the dynamo exporter, which needs onnxscript (not installed);
-        # the TorchScript exporter writes one LSTM node per layer.
+        # the classic (TorchScript) exporter; tests/test_torch_onnx_export.py covers both exporters
         torch.onnx.export(m.eval(), (x,), buf, dynamo=False, opset_version=17)
     return buf.getvalue(), x.numpy()
 
