@@ -1,4 +1,4 @@
-"""The `fastlstm` command: convert, info, demo, bench.
+"""The `fastlstm` command: convert, info, demo, bench, score.
 
 Every failure prints exactly one line on stderr and no traceback (--debug shows the traceback):
     exit 1  user error: a FastLSTMError (bad model file, failed conversion or verification) or an OSError
@@ -61,6 +61,19 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", type=_int_list, help="hidden sizes, comma separated (e.g. 64,256)")
     bench.add_argument("--threads", type=_int_list, help="thread counts, comma separated (e.g. 1,2)")
     bench.add_argument("--batch", type=_int_list, help="batch sizes for batched run (e.g. 16,64)")
+
+    score = commands.add_parser("score", help="score .npy/.npz files on a Dask cluster (pip install "
+                                "'fastlstm[dask]'); resumable: a rerun skips finished outputs")
+    score.add_argument("model", help="the .fastlstm file (at the same path on every worker)")
+    score.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy/.npz files or directories of them")
+    score.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="one output per input goes here")
+    score.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (default: a local cluster)")
+    score.add_argument("--workers", type=int, metavar="N",
+                       help="local cluster: worker processes (default: one per core); with --scheduler: wait "
+                            "for N workers")
+    score.add_argument("--batch-size", type=int, default=32, metavar="B", help="rows per engine call")
+    score.add_argument("--threads", type=int, default=1, metavar="T",
+                       help="numba threads per worker (default 1; see docs/scale-out.md)")
     return parser
 
 
@@ -122,6 +135,11 @@ def _dispatch(args) -> int:
 
         return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads,
                          batch=args.batch)
+    if args.command == "score":
+        from .dask.cli import run_score  # imports Dask only when the command runs
+
+        return run_score(args.model, args.inputs, args.output, scheduler=args.scheduler,
+                         workers=args.workers, batch_size=args.batch_size, threads=args.threads)
     raise AssertionError(args.command)
 
 
