@@ -178,6 +178,7 @@ def test_core_imports_without_dask_and_says_how_to_install_it(tmp_path):
 
 
 def test_importing_fastlstm_does_not_import_dask():
-    code = "import sys, fastlstm, fastlstm.cli, fastlstm.dask; print([m for m in ('dask', 'distributed') if m in sys.modules])"
+    code = ("import sys, fastlstm, fastlstm.cli, fastlstm.dask; "
+            "print([m for m in ('dask', 'distributed') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

@@ -25,8 +25,9 @@ CONNECT_TIMEOUT = 30  # seconds to reach a scheduler
 def run_score(model: str, inputs: list[str], outdir: str, *, scheduler: str | None = None,
               workers: int | None = None, batch_size: int, threads: int) -> int:
     require_dask()
-    for name, value in (("--workers", 1 if workers is None else workers), ("--batch-size", batch_size), ("--threads", threads)):
-        check_positive(name, value)
+    check_positive("--workers", 1 if workers is None else workers)
+    check_positive("--batch-size", batch_size)
+    check_positive("--threads", threads)
     engine_for(model)  # bad model or inputs: fail before a cluster starts
     find_inputs(inputs, outdir)
     with _cluster(scheduler, workers) as client:
@@ -63,9 +64,9 @@ def _cluster(scheduler: str | None, workers: int | None):
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    dashboard = ":0" if _has_dashboard() else None
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
-                      dashboard_address=dashboard) as cluster, Client(cluster) as client:
+    # ":0": any free port (a fixed 8787 may be taken by another cluster on this host)
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.CRITICAL,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 

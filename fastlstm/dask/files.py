@@ -116,6 +116,23 @@ def write_output(target: str, outputs: dict[str, np.ndarray]) -> None:
     write_atomically(target, [buffer.getbuffer()], prefix=partial_prefix(target))
 
 
+def sequences_in(target: str) -> int:
+    """Sequences in an output written by write_output, from its array headers (no data is read)."""
+    if not target.endswith(".npz"):
+        shape = np.load(target, mmap_mode="r", allow_pickle=False).shape
+        return 1 if len(shape) == 2 else shape[0]
+    count = 0
+    with zipfile.ZipFile(target) as npz:
+        for name in npz.namelist():
+            with npz.open(name) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape = read_header(member)[0]
+            count += 1 if len(shape) == 2 else shape[0]
+    return count
+
+
 def partial_prefix(target: str) -> str:
     """Temporary files of `target` are named .NAME.part-XXXXXXXX.tmp in its directory."""
     return "." + os.path.basename(target) + ".part-"

@@ -54,8 +54,8 @@ def score_file_group(jobs: list[tuple[str, str]], model_path: str, batch_size: i
                      threads: int) -> list[tuple[str, int]]:
     """Score (source, target) file pairs as one batch job and write each target atomically.
 
-    Targets already present are skipped, so a task retried after its worker died redoes only the rest.
-    Returns (target, sequences scored) per file written.
+    Targets already present are not redone (a task retried after its worker died finishes only the
+    rest). Returns (target, sequences in it) for every pair.
     """
     engine = engine_for(model_path, on_worker=True)
     use_threads(threads)
@@ -63,12 +63,12 @@ def score_file_group(jobs: list[tuple[str, str]], model_path: str, batch_size: i
     contents = [read_input(source, engine.input_size) for source, _ in pending]  # per file {name: array}
     sequences = [seq for arrays in contents for array in arrays.values() for seq in _rows(array)]
     outputs = iter(run_batched(engine, sequences, batch_size))
-    written = []
+    counts = {}
     for (_, target), arrays in zip(pending, contents, strict=True):
         results = {name: _gather(array, outputs, output_width(engine)) for name, array in arrays.items()}
         files.write_output(target, results)  # looked up at call time: tests wrap it to kill a worker mid-write
-        written.append((target, sum(1 if a.ndim == 2 else a.shape[0] for a in arrays.values())))
-    return written
+        counts[target] = sum(1 if a.ndim == 2 else a.shape[0] for a in arrays.values())
+    return [(target, counts[target] if target in counts else files.sequences_in(target)) for _, target in jobs]
 
 
 def _rows(array: np.ndarray) -> list[np.ndarray]:
