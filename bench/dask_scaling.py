@@ -7,7 +7,7 @@ local loop with the same batching (the figures of docs/scale-out.md).
 A script, not a pytest file (pytest collects test_*.py only). Every configuration scores the same
 corpus split into the same partitions: sequence k is generated from seed k where it is scored (on the
 worker, or in the loop), each partition runs through fastlstm.dask.batching.run_batched with numba on
-one thread, and only a checksum per sequence comes back (no output crosses a process boundary). The
+one thread per task, and only a checksum per sequence comes back (no output crosses a process boundary). The
 local loop is the same code without Dask. Rounds interleave the configurations (a shared machine
 drifts); the table shows the median round and the best. Worker warm-up (loading the model and the
 compiled kernels from numba's cache) happens before the timed rounds and is printed apart.
@@ -70,6 +70,13 @@ def warm_worker(model_path: str, T: int, I: int) -> float:
     return time.perf_counter() - started
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (a worker's, when run by client.run)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequences", type=int, default=2000)
@@ -97,27 +104,29 @@ def main(argv=None) -> int:
         engine = fastlstm.load(model_path)
         local_loop(engine, [range(4)], T, I, args.batch_size, 1)  # compile / load the kernels here first
 
-        clusters = {}
-        for workers in (1, 2):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+        clusters = {}  # (worker processes, threads per worker) -> (cluster, client)
+        for workers, threads in ((1, 1), (2, 1), (1, 2)):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                                    dashboard_address=":0", silence_logs=logging.ERROR)
             client = Client(cluster)
             client.wait_for_workers(workers)
             warm = client.run(warm_worker, model_path, T, I)
-            dask_job(client, model_path, 4 * workers, 2, T, I, args.batch_size)  # first-job costs, untimed
-            print(f"{workers} worker(s): warm-up per worker (model load + kernel cache) "
+            dask_job(client, model_path, 4 * workers * threads, 2, T, I, args.batch_size)  # first-job costs
+            print(f"{workers} worker(s) x {threads} thread(s): warm-up per worker (model load + kernel cache) "
                   f"{', '.join(f'{s:.2f} s' for s in warm.values())}", flush=True)
-            clusters[workers] = (cluster, client)
+            clusters[workers, threads] = (cluster, client)
 
         times: dict[str, list[float]] = {}
         reference = None
         for r in range(args.rounds):
             runs = {
                 "local loop, 1 thread": lambda: local_loop(engine, partitions, T, I, args.batch_size, 1),
-                "dask, 1 worker": lambda: dask_job(clusters[1][1], model_path, n, partition_size, T, I,
+                "dask, 1 worker": lambda: dask_job(clusters[1, 1][1], model_path, n, partition_size, T, I,
                                                    args.batch_size),
-                "dask, 2 workers": lambda: dask_job(clusters[2][1], model_path, n, partition_size, T, I,
+                "dask, 2 workers": lambda: dask_job(clusters[2, 1][1], model_path, n, partition_size, T, I,
                                                     args.batch_size),
+                "dask, 1 worker x 2 threads": lambda: dask_job(clusters[1, 2][1], model_path, n, partition_size,
+                                                               T, I, args.batch_size),
                 "local loop, 2 numba threads": lambda: local_loop(engine, partitions, T, I, args.batch_size, 2),
             }
             for name, job in runs.items():
@@ -130,6 +139,8 @@ def main(argv=None) -> int:
                     return 1
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()) +
                   f"; loadavg {os.getloadavg()[0]:.2f}", flush=True)
+        rss = clusters[2, 1][1].run(peak_rss_mib)
+        print(f"peak resident memory per worker (2 workers): {', '.join(f'{m:.0f} MiB' for m in rss.values())}")
         for cluster, client in clusters.values():
             client.close()
             cluster.close()
