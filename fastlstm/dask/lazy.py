@@ -19,9 +19,10 @@ def run(model_path: str | os.PathLike, sequences, *, batch_size: int = DEFAULT_B
     sequences: a dask.bag of (T_i, I) float arrays (lengths may differ), or of (key, array) pairs,
         -> a dask.bag of y (T_i, D*Hout) float32 (or (key, y)) in the same order;
         or a dask.array (N, T, I) of floats -> a dask.array (N, T, D*Hout) float32, chunked like x along N.
-    model_path: a .fastlstm file every worker can read at that path (shared storage, or the same
-        file copied to each host). Only the path enters the task graph; each worker process loads the
-        file once and keeps the Engine. The client opens it too, to check it and learn its sizes.
+    model_path: a .fastlstm file every worker can read at that absolute path (shared storage, or the
+        same file copied to each host; a relative path is resolved on the client). Only the path enters
+        the task graph; each worker process loads the file once and keeps the Engine. The client opens
+        it too, to check it and learn its sizes.
     batch_size: rows per engine call; a partition's sequences are sorted by length and run in
         batches (outputs bit-identical to running each sequence alone).
     threads: numba threads per task (default 1: one thread per worker thread suits independent
@@ -32,7 +33,7 @@ def run(model_path: str | os.PathLike, sequences, *, batch_size: int = DEFAULT_B
     import dask.array as da
     import dask.bag as db
 
-    model_path = os.fspath(model_path)
+    model_path = os.path.abspath(model_path)  # workers resolve it themselves: their cwd is not the client's
     check_positive("batch_size", batch_size)
     check_positive("threads", threads)
     engine = engine_for(model_path)  # a bad path or file fails here, before any task runs
