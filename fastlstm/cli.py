@@ -1,4 +1,4 @@
-"""The `fastlstm` command: convert, info, demo, warmup, bench.
+"""The `fastlstm` command: convert, info, demo, warmup, bench, score.
 
 Every failure prints exactly one line on stderr and no traceback (--debug shows the traceback). While
 convert and info run, third-party warnings and library log lines are held back (cli_capture): a failure's
@@ -76,6 +76,19 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--weights", type=_weight_list,
                        help="weight types, comma separated: fp32 plus any of int8, fp16, bf16 (each engine's path "
                             "at that type; default all, --quick fp32,int8,fp16)")
+
+    score = commands.add_parser("score", help="score .npy/.npz files on a Dask cluster (pip install "
+                                "'fastlstm[dask]'); resumable: a rerun skips finished outputs")
+    score.add_argument("model", help="the .fastlstm file (at the same path on every worker)")
+    score.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy/.npz files or directories of them")
+    score.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="one output per input goes here")
+    score.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (default: a local cluster)")
+    score.add_argument("--workers", type=int, metavar="N",
+                       help="local cluster: worker processes (default: one per core); with --scheduler: wait "
+                            "for N workers")
+    score.add_argument("--batch-size", type=int, default=32, metavar="B", help="rows per engine call")
+    score.add_argument("--threads", type=int, default=1, metavar="T",
+                       help="kernel threads per worker (default 1; see docs/scale-out.md)")
     return parser
 
 
@@ -167,6 +180,11 @@ def _dispatch(args) -> int:
 
         return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads,
                          batch=args.batch, weights=args.weights)
+    if args.command == "score":
+        from .dask.cli import run_score  # imports Dask only when the command runs
+
+        return run_score(args.model, args.inputs, args.output, scheduler=args.scheduler,
+                         workers=args.workers, batch_size=args.batch_size, threads=args.threads)
     raise AssertionError(args.command)
 
 
