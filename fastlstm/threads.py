@@ -39,7 +39,10 @@ def _default_threads() -> int:
 
 MAX_THREADS = max(_default_threads(), 1)
 _budget = [MAX_THREADS]  # a one-element list: read without a lock on the step path
-_callers: list = []  # one entry per Python thread inside a kernel now (append/pop are atomic under the GIL)
+# One entry per Python thread inside a kernel now, after _BASE placeholders: append/pop are atomic under the GIL,
+# and a list that never shrinks below half its capacity never reallocates (a step allocates nothing).
+_BASE = 8
+_callers: list = [None] * _BASE
 
 
 def set_num_threads(n: int) -> None:
@@ -104,4 +107,4 @@ def leave() -> None:
 
 def alone() -> bool:
     """True when no other Python thread is inside a kernel."""
-    return not _callers
+    return len(_callers) == _BASE

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 
+from .kernels.config import K_CHUNK_MAX
 from .kernels.target import LANES
 
 # Cache sizes per core (bytes) when sysfs does not say: a conservative modern x86 core.
@@ -18,7 +19,7 @@ DEFAULT_L1D, DEFAULT_L2 = 32 << 10, 512 << 10
 # k values per slab piece in the row-tile GEMM (kernels/gemm.py): the piece (K_CHUNK x 4*LANES floats)
 # stays in L1 while every tile of a panel uses it. AVX-512 (G = 64): 128 -> 32 KiB, measured 5-10% faster
 # than 96 or 192 on Sapphire Rapids (48 KiB L1). AVX2 (G = 32): 128 -> 16 KiB (Zen 3, 32 KiB L1).
-K_CHUNK = 128
+K_CHUNK = K_CHUNK_MAX  # 128
 
 # Rows per panel: their input rows (K floats each) stay in L2 while every block passes over them. A
 # multiple of every tile height (6, 4, 2). The panel's inputs should take at most half the L2.

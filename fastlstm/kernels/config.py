@@ -7,3 +7,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # generates no Python wrapper for them (its code generation is part of first-use compile time).
 ENTRY = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
 JIT = dict(ENTRY, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+# The largest k_chunk a plan may choose (tuning.py): the GEMM keeps a dequantized slab piece of that many rows
+# on its stack (128 x 64 floats = 32 KiB on AVX-512).
+K_CHUNK_MAX = 128

@@ -30,8 +30,8 @@ from numba import njit
 from numba.extending import overload
 
 from .cell import update_fast
-from .config import JIT
-from .simd import FloatPtr, fptr, is_scaled, keep, vload, vsplat, vstore, wscaled
+from .config import JIT, K_CHUNK_MAX
+from .simd import FloatPtr, is_scaled, stack_floats, vload, vsplat, vstore, wscaled
 from .target import LANES
 from .tiles import G, gemm_2row, gemm_4row, gemm_6row, gemv_1blk, gemv_2blk
 
@@ -40,6 +40,7 @@ Inputs = namedtuple("Inputs", "v base stride rows")
 Sums = namedtuple("Sums", "out offsets bias f")
 Cell = namedtuple("Cell", "fuse c c_base c_stride hc hc_base hc_stride H")
 Tiling = namedtuple("Tiling", "k_chunk panel_rows")
+PIECE_FLOATS = K_CHUNK_MAX * G  # the stack buffer of one dequantized slab piece (plan.py keeps k_chunk below)
 
 
 @njit(inline="always")
@@ -239,7 +240,7 @@ def _tile_source(w, slab, kn, s, piece):
         return lambda w, slab, kn, s, piece: (w, slab)  # fp32 weights: read in place
 
     def dequantized(w, slab, kn, s, piece):  # other types: widened (and scaled) once into an L1 buffer,
-        dst = fptr(piece)  # then every tile of the panel reads fp32 from there
+        dst = piece  # then every tile of the panel reads fp32 from there
         for k in range(kn):
             row = slab + k * G
             vstore(dst, k * G, wscaled(w, row, s[0]))
@@ -260,7 +261,7 @@ def gates_add(wt, src, n, sums, blk0, blk1, down, cell, tiling):
     tiled = n_tall + n_short
     p0 = np.int64(0)
     if tiled > 0:
-        piece = np.empty(tiling.k_chunk * G, np.float32)  # a dequantized slab piece (unused for fp32)
+        piece = stack_floats(PIECE_FLOATS)  # a dequantized slab piece (unused for fp32), on the stack
         while p0 < tiled:  # the last panel takes the short tiles too: one more sweep over the blocks would
             p1 = p0 + tiling.panel_rows if p0 + tiling.panel_rows < n_tall else tiled  # stream R again each step
             for i in range(blk1 - blk0):
@@ -271,7 +272,6 @@ def gates_add(wt, src, n, sums, blk0, blk1, down, cell, tiling):
                     w, slab = tile_source(wt.w, wt.slabs + (blk * wt.K + k0) * G, kn, s, piece)
                     panel_tiles(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
             p0 = p1
-        keep(piece)
     # leftover rows one at a time: two blocks per pass (8 chains), one on AVX2 for int8 (its 8 scale vectors
     # would not fit the 16 registers beside the 8 sums)
     step = 1 if is_scaled(wt.w) and LANES == 8 else 2

@@ -345,3 +345,19 @@ def is_scaled(typingctx, ptr):
         return ir.Constant(ir.IntType(1), int(sig.args[0] == Int8Ptr))
 
     return types.boolean(ptr), codegen
+
+
+@intrinsic
+def stack_floats(typingctx, count):
+    """A float32 pointer to `count` (a compile-time constant) floats on the calling function's stack, 64-byte
+    aligned: scratch that costs no allocation (valid until the function returns)."""
+    if not isinstance(count, types.IntegerLiteral):
+        raise TypingError(f"stack_floats: the size must be a constant, got {count}")
+    n = count.literal_value
+
+    def codegen(context, builder, sig, args):
+        slot = cgutils.alloca_once(builder, ir.ArrayType(_F32, n))
+        slot.align = 64
+        return builder.bitcast(slot, _F32.as_pointer())
+
+    return FloatPtr(count), codegen
