@@ -39,7 +39,8 @@ def _gates_add(slabs, v, out, rows, blk0, blk1, down, k_chunk, panel):
     orow = np.arange(n) * out.shape[1]
     dst = fptr(out)
     w = fptr(slabs)
-    gates_add(weights(w, 0, v.shape[1], w, -1), inputs(fptr(v), 0, v.shape[1], iptr(rows)), np.int64(n),
+    src = inputs(fptr(v), 0, v.shape[1], iptr(rows))
+    gates_add(weights(w, 0, v.shape[1], w, -1), src, weights(w, 0, 0, w, -1), src, np.int64(n),
               sums_at(dst, iptr(orow), -1, w), np.int64(blk0), np.int64(blk1), np.bool_(down), no_cell(dst),
               Tiling(np.int64(k_chunk), np.int64(panel)))
 

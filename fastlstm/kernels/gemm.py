@@ -253,50 +253,83 @@ def _tile_source(w, slab, kn, s, piece):
 
 
 @njit(**JIT)
-def gates_add(wt, src, n, sums, blk0, blk1, down, cell, tiling):
-    """Sums of blocks blk0..blk1 for the n rows j: start + v[rows[j]] @ slab, every (row, block) pair one
-    FMA chain over k (tiles.py), then block_done. `down` sweeps the blocks from blk1-1 down (the order of
-    blocks changes which weights are cached, never a result)."""
+def tile_pass(wt, src, n_tall, tiled, sums, blk0, blk1, down, cell, tiling, piece):
+    """The rows 0..tiled in register tiles: panels of rows, blocks, pieces of k (the module docstring)."""
+    p0 = np.int64(0)
+    while p0 < tiled:  # the last panel takes the short tiles too: one more sweep over the blocks would
+        p1 = p0 + tiling.panel_rows if p0 + tiling.panel_rows < n_tall else tiled  # stream R again each step
+        for i in range(blk1 - blk0):
+            blk = serpentine(i, blk0, blk1, down)
+            s = block_scales(wt, blk)
+            for k0 in range(0, wt.K, tiling.k_chunk):
+                kn = min(tiling.k_chunk, wt.K - k0)
+                w, slab = tile_source(wt.w, wt.slabs + (blk * wt.K + k0) * G, kn, s, piece)
+                panel_tiles(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
+        p0 = p1
+
+
+@njit(**JIT)
+def gates_add(wt, src, then, then_src, n, sums, blk0, blk1, down, cell, tiling):
+    """Sums of blocks blk0..blk1 for the n rows j: start + v[rows[j]] @ slab (+ v2[rows[j]] @ slab2 when
+    then.K > 0: step's W x then R h), every (row, block) pair one FMA chain over k (tiles.py) that goes on
+    from the first product into the second, then block_done. `down` sweeps the blocks from blk1-1 down (the
+    order of blocks changes which weights are cached, never a result).
+
+    One row alone (a single stream's step) runs both products in registers and goes straight into the
+    cell; rows in tiles finish the first product for every block (stored in out, as the float32 the
+    register holds: the same bits) before the second. run() computes its first product for the whole
+    sequence ahead (then.K = 0): the same chains, so step == run bit for bit."""
     n_tall, n_short = split_rows(n)
     tiled = n_tall + n_short
-    p0 = np.int64(0)
     if tiled > 0:
         piece = stack_floats(PIECE_FLOATS)  # a dequantized slab piece (unused for fp32), on the stack
-        while p0 < tiled:  # the last panel takes the short tiles too: one more sweep over the blocks would
-            p1 = p0 + tiling.panel_rows if p0 + tiling.panel_rows < n_tall else tiled  # stream R again each step
-            for i in range(blk1 - blk0):
-                blk = serpentine(i, blk0, blk1, down)
-                s = block_scales(wt, blk)
-                for k0 in range(0, wt.K, tiling.k_chunk):
-                    kn = min(tiling.k_chunk, wt.K - k0)
-                    w, slab = tile_source(wt.w, wt.slabs + (blk * wt.K + k0) * G, kn, s, piece)
-                    panel_tiles(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
-            p0 = p1
+        if then.K > 0:
+            tile_pass(wt, src, n_tall, tiled, sums, blk0, blk1, down, no_cell(sums.out), tiling, piece)
+            tile_pass(then, then_src, n_tall, tiled, Sums(sums.out, sums.offsets, np.int64(-1), sums.f), blk0, blk1,
+                      down, cell, tiling, piece)
+        else:
+            tile_pass(wt, src, n_tall, tiled, sums, blk0, blk1, down, cell, tiling, piece)
     # leftover rows one at a time: two blocks per pass (8 chains), one on AVX2 for int8 (its 8 scale vectors
     # would not fit the 16 registers beside the 8 sums)
-    step = 1 if is_scaled(wt.w) and LANES == 8 else 2
-    slots = (blk1 - blk0 + step - 1) // step
+    width = 1 if is_scaled(wt.w) and LANES == 8 else 2
+    slots = (blk1 - blk0 + width - 1) // width
     for j in range(tiled, n):
         r = src.rows[j]
-        voff = src.base + r * src.stride
+        voff, voff2 = src.base + r * src.stride, then_src.base + r * then_src.stride
         for p in range(slots):
-            blk = blk0 + step * serpentine(p, 0, slots, down)
+            blk = blk0 + width * serpentine(p, 0, slots, down)
             o0 = sums.offsets[j] + blk * G
             a0, a1, a2, a3 = block_start(sums, o0, blk)
-            if step == 2 and blk + 1 < blk1:
+            if width == 2 and blk + 1 < blk1:
                 b0, b1, b2, b3 = block_start(sums, o0 + G, blk + 1)
                 out = gemv_2blk(wt.w, wt.slabs + blk * wt.K * G, wt.slabs + (blk + 1) * wt.K * G, wt.K, src.v, voff,
                                 block_scales(wt, blk), block_scales(wt, blk + 1), a0, a1, a2, a3, b0, b1, b2, b3)
+                if then.K > 0:
+                    out = gemv_2blk(then.w, then.slabs + blk * then.K * G, then.slabs + (blk + 1) * then.K * G,
+                                    then.K, then_src.v, voff2, block_scales(then, blk), block_scales(then, blk + 1),
+                                    *out)
                 block_done(sums, o0, out[0], out[1], out[2], out[3], cell, r, blk)
                 block_done(sums, o0 + G, out[4], out[5], out[6], out[7], cell, r, blk + 1)
             else:
                 out1 = gemv_1blk(wt.w, wt.slabs + blk * wt.K * G, wt.K, src.v, voff, block_scales(wt, blk),
                                  a0, a1, a2, a3)
+                if then.K > 0:
+                    out1 = gemv_1blk(then.w, then.slabs + blk * then.K * G, then.K, then_src.v, voff2,
+                                     block_scales(then, blk), *out1)
                 block_done(sums, o0, out1[0], out1[1], out1[2], out1[3], cell, r, blk)
 
 
 @njit(inline="always")
 def product(wt, src, n, sums, blk0, blk1, down, cell, tiling):
-    """gates_add with its counts and flags as plain int64 / bool: a constant argument would be typed as a
-    literal and compile another copy of gates_add (seconds of first-ever compile each)."""
-    gates_add(wt, src, np.int64(n), sums, np.int64(blk0), np.int64(blk1), np.bool_(down), cell, tiling)
+    """One product (gates_add without a second), with its counts and flags as plain int64 / bool: a constant
+    argument would be typed as a literal and compile another copy of gates_add (seconds of first-ever compile
+    each)."""
+    gates_add(wt, src, Weights(wt.w, wt.slabs, np.int64(0), wt.f, wt.scales), src, np.int64(n), sums,
+              np.int64(blk0), np.int64(blk1), np.bool_(down), cell, tiling)
+
+
+@njit(inline="always")
+def products(wt, src, then, then_src, n, sums, blk0, blk1, down, cell, tiling):
+    """gates_add of two products in one chain (step: W x then R h), plain-typed like product()."""
+    gates_add(wt, src, then, then_src, np.int64(n), sums, np.int64(blk0), np.int64(blk1), np.bool_(down), cell,
+              tiling)

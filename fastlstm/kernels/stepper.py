@@ -4,7 +4,8 @@ State buffer (layout.py): h (L, 1, B, Hout), c (L, 1, B, H), then the step scrat
 hnew (L, B, S), gates (B, 4Hp) and the int64 tables rows (B,) = 0..B-1 and goff (B,) (row j's gate vector
 in `gates`), filled by the master before the team starts.
 
-Phases: per layer l the recurrence (parts = ranges of blocks: gates = b + W input + R h[l], then the cell:
+Phases: per layer l the recurrence (parts = ranges of blocks: gates = b + W input + R h[l] in one chain per
+gate (gemm.gates_add's two products), then the cell:
 c[l] and layer l's new h (or hc before the projection) for the part's units), and with a projection one
 more phase (parts = ranges of output blocks: hnew = P hc). Layer l's input is the frame (l = 0) or layer
 l-1's new h; R reads the state's h[l], which is replaced only after the last phase (finish_step). A part
@@ -17,7 +18,7 @@ from numba import njit
 
 from .cell import general_rows
 from .config import JIT
-from .gemm import cell_of, inputs, no_cell, product, serpentine, sums_at, tiling_of, weights
+from .gemm import cell_of, inputs, no_cell, product, products, serpentine, sums_at, tiling_of, weights
 from .layout import out_stride, scratch_offsets, state_sizes
 from .sequence import copy_floats
 from .simd import fptr, ints_at, iptr, keep, wpointer
@@ -85,11 +86,10 @@ def step_stack(wbuf, layers, variant, ctl, call):
                 for u in range(units):
                     c0 = b0 + serpentine(u, 0, units, call.down) * chunk
                     c1 = min(c0 + chunk, b1)
-                    product(weights(wq, m.w_slabs, m.input_size, w, m.w_scales), src, B,
-                            sums_at(st, goff, m.bias, w), c0, c1, call.down, no_cell(st), tiling)
-                    product(weights(wq, m.r_slabs, Hout, w, m.r_scales), inputs(st, l * B * Hout, Hout, rows), B,
-                            sums_at(st, goff, -1, w), c0, c1, call.down,
-                            cell_of(fuse, st, c_of, H, st, target, t_stride, H), tiling)
+                    products(weights(wq, m.w_slabs, m.input_size, w, m.w_scales), src,
+                             weights(wq, m.r_slabs, Hout, w, m.r_scales), inputs(st, l * B * Hout, Hout, rows), B,
+                             sums_at(st, goff, m.bias, w), c0, c1, call.down,
+                             cell_of(fuse, st, c_of, H, st, target, t_stride, H), tiling)
                     if variant.ndim == 2 and not fuse:  # (ndim 1: no general cell in the model, never compiled)
                         general_rows(wbuf, m, st, goff, rows, B, st, c_of, st, target, t_stride, c0, c1)
                 ran(ctl, call)
