@@ -1,8 +1,11 @@
 """Compilation flags shared by every kernel (one place, so all kernels agree)."""
 
-# Fast-math without 'nnan'/'ninf': LLVM may reassociate and contract (vectorised dot products, FMA)
-# but must keep NaN/Inf semantics, so NaN inputs propagate instead of being optimised away.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# No fast-math: every kernel spells out its vector arithmetic (simd.py), so the flags bought nothing, and
+# numba's fast-math pass put them on every float instruction, the intrinsics' included: LLVM could then
+# re-associate, contract or replace a division by a reciprocal differently where a function was inlined,
+# and two paths meant to agree bit for bit (run and step) might not. Plain IEEE everywhere; also for the
+# general cell's float64 math (approximate functions would cost accuracy there).
+FASTMATH = False
 # ENTRY: the one function Python calls (entry.kernel), cached. JIT: every function only kernels call: numba
 # generates no Python wrapper for them, and does not cache them on their own. Each cached function would be
 # turned into machine code with every callee linked into it (gates_add again and again up the call tree):

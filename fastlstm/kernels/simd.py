@@ -186,7 +186,6 @@ def _binary(op):
 
 vmul = _binary("fmul")
 vdiv = _binary("fdiv")
-vadd = _binary("fadd")
 
 
 @intrinsic
@@ -361,3 +360,106 @@ def stack_floats(typingctx, count):
         return builder.bitcast(slot, _F32.as_pointer())
 
     return FloatPtr(count), codegen
+
+
+# Elementwise helpers for the activations (activations.py), written on _VEC / _IVEC / LANES so they
+# follow the vector width. vadd/vsub are FMA calls: a call is never given fast-math flags (the kernels
+# compile without any, config.py, but a caller that sets them cannot re-associate these); LLVM folds
+# fma(a, 1, b) back to a plain fadd.
+
+
+def _lane_intrinsic(builder, name, args):
+    """Call the LLVM vector intrinsic `llvm.NAME.vLANESf32` on `args` (all _VEC)."""
+    fnty = ir.FunctionType(_VEC, [_VEC] * len(args))
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.{name}.v{LANES}f32")
+    return builder.call(fn, args)
+
+
+def _fma_with(coefficient, swap):
+    """a + b (coefficient 1) or a - b (coefficient -1) as one correctly rounded fma(b or a, +-1, ...)."""
+
+    @intrinsic
+    def vector_op(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            a, b = args
+            one = ir.Constant(_VEC, [coefficient] * LANES)
+            return _lane_intrinsic(builder, "fma", [b, one, a] if swap else [a, one, b])
+
+        return FVec(FVec, FVec), codegen
+
+    return vector_op
+
+
+vadd = _fma_with(1.0, False)  # a + b, one rounding, never re-associated
+vsub = _fma_with(-1.0, True)  # a - b: fma(b, -1, a)
+
+
+@intrinsic
+def vabs(typingctx, x):
+    """|x| per lane (clears the sign bit; NaN stays NaN)."""
+
+    def codegen(context, builder, sig, args):
+        return _lane_intrinsic(builder, "fabs", args)
+
+    return FVec(FVec), codegen
+
+
+@intrinsic
+def vcopysign(typingctx, mag, sign):
+    """|mag| with the sign bit of `sign`, per lane (NaN lanes stay NaN; -0 keeps its sign)."""
+
+    def codegen(context, builder, sig, args):
+        return _lane_intrinsic(builder, "copysign", args)
+
+    return FVec(FVec, FVec), codegen
+
+
+@intrinsic
+def vorsign(typingctx, mag, sign):
+    """mag with the sign bit of `sign` OR-ed in: copysign in two operations when every lane of mag is
+    +0, positive or NaN (a NaN stays NaN)."""
+
+    def codegen(context, builder, sig, args):
+        mag_bits, sign_bits = (builder.bitcast(v, _IVEC) for v in args)
+        sign_only = builder.and_(sign_bits, ir.Constant(_IVEC, [-(2**31)] * LANES))
+        return builder.bitcast(builder.or_(mag_bits, sign_only), _VEC)
+
+    return FVec(FVec, FVec), codegen
+
+
+@intrinsic
+def vmax(typingctx, x, lo):
+    """max(x, lo) per lane with the NaN lanes of x passed through (lo must not be NaN): lo where x < lo
+    (ordered compare), else x. One vmaxps on x86."""
+
+    def codegen(context, builder, sig, args):
+        x, lo = args
+        return builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
+
+    return FVec(FVec, FVec), codegen
+
+
+@intrinsic
+def vselect_lt(typingctx, a, b, when_less, otherwise):
+    """Per lane: `when_less` where a < b (ordered: a NaN compares false), else `otherwise`."""
+
+    def codegen(context, builder, sig, args):
+        a, b, when_less, otherwise = args
+        return builder.select(builder.fcmp_ordered("<", a, b), when_less, otherwise)
+
+    return FVec(FVec, FVec, FVec, FVec), codegen
+
+
+@intrinsic
+def vpow2_low_bits(typingctx, k):
+    """2^(m - 127) per lane, for k = 1.5 * 2^23 + m as float32 with an integer m in 0..254: what
+    fma(y, log2(e), 1.5 * 2^23 + bias) leaves (m = round(y log2(e)) + bias in the low mantissa bits).
+    k's bit pattern shifted left by 23 puts m in the exponent field; m = 0 gives +0.0. The caller
+    keeps m in range (a negative m would come out as -inf or garbage)."""
+
+    def codegen(context, builder, sig, args):
+        bits = builder.bitcast(args[0], _IVEC)
+        shifted = builder.shl(bits, ir.Constant(_IVEC, [23] * LANES))
+        return builder.bitcast(shifted, _VEC)
+
+    return FVec(FVec), codegen
