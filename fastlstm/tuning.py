@@ -2,7 +2,8 @@
 
 Register tiles are chosen by the instruction set (kernels/tiles.py: 6+4-row tiles on AVX-512, 2-row
 tiles on AVX2); the numbers below are runtime parameters of the plan records (kernels/layout.LAYER), so
-they can follow the host's cache sizes without recompiling.
+they can follow the host's cache sizes without recompiling (and change no result: only the order in which
+independent sums are computed).
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ from __future__ import annotations
 import functools
 import os
 
-from .kernels.config import K_CHUNK_MAX
-from .kernels.target import LANES
-
 # Cache sizes per core (bytes) when sysfs does not say: a conservative modern x86 core.
 DEFAULT_L1D, DEFAULT_L2 = 32 << 10, 512 << 10
 
-# k values per slab piece in the row-tile GEMM (kernels/gemm.py): the piece (K_CHUNK x 4*LANES floats)
-# stays in L1 while every tile of a panel uses it. AVX-512 (G = 64): 128 -> 32 KiB, measured 5-10% faster
-# than 96 or 192 on Sapphire Rapids (48 KiB L1). AVX2 (G = 32): 128 -> 16 KiB (Zen 3, 32 KiB L1).
-K_CHUNK = K_CHUNK_MAX  # 128
+# The GEMM's k blocking is the summation piece, config.K_PIECE = 128: a numerical constant, not a tuning
+# choice (the piece (128 x 4*LANES floats, 16 KiB on AVX2, 32 KiB on AVX-512) stays in L1 while the tiles of
+# a panel use it; 128 measured 5-10% faster than 96 or 192 on Sapphire Rapids with 6-row tiles).
 
 # Rows per panel: their input rows (K floats each) stay in L2 while every block passes over them. A
 # multiple of every tile height (6, 4, 2). The panel's inputs should take at most half the L2.
@@ -68,15 +65,6 @@ def panel_rows(K: int) -> int:
     _, l2 = cache_sizes()
     rows = (l2 // 2) // (4 * max(K, 1))
     return max(12, min(PANEL_ROWS_MAX, rows - rows % 12))
-
-
-def k_chunk() -> int:
-    """k values per slab piece: K_CHUNK, or fewer (a multiple of 16) on a CPU whose L1 would not hold it."""
-    l1d, _ = cache_sizes()
-    piece = 4 * 4 * LANES  # bytes per k of a slab piece
-    if K_CHUNK * piece <= l1d:
-        return K_CHUNK
-    return max(16, (3 * l1d // 4) // piece // 16 * 16)
 
 
 # When a team of threads pays: work per phase in FMAs (B * 4H * (I + Hout) per step layer, B * 4H * Hout per

@@ -36,7 +36,7 @@ def _apply(xs, which):
 
 
 @njit(cache=False)
-def _gates_add(slabs, v, out, rows, blk0, blk1, down, k_chunk, panel):
+def _gates_add(slabs, v, out, rows, blk0, blk1, down, panel):
     """gates_add over plain arrays: slabs (nblk*K*G,), v (rows, K), out (n, nblk*G) updated in place."""
     n = rows.shape[0]
     orow = np.arange(n) * out.shape[1]
@@ -45,7 +45,7 @@ def _gates_add(slabs, v, out, rows, blk0, blk1, down, k_chunk, panel):
     src = inputs(fptr(v), 0, v.shape[1], iptr(rows))
     gates_add(weights(w, 0, v.shape[1], w, -1), src, weights(w, 0, 0, w, -1), src, np.int64(n),
               sums_at(dst, iptr(orow), -1, w), np.int64(blk0), np.int64(blk1), np.bool_(down), no_cell(dst),
-              Tiling(np.int64(k_chunk), np.int64(panel)))
+              Tiling(np.int64(panel)))
 
 
 def _neighbourhood(x, n=20_000):
@@ -126,15 +126,15 @@ def test_packed_buffer_is_aligned_and_read_only():
 
 # n covers every tile mix of both plans (gemm.split_wide / split_narrow): 1-3 rows alone, 4 = one 4-row tile,
 # 6, 8 = 4 + 4, 9 = 4 + 4 + 1, 11 = 6 + 4 + 1, 263 = several panels of tall tiles, short tiles and a leftover.
-# K = 300 spans several pieces of k; the blocking (k_chunk, panel_rows) is varied too.
+# K = 300 spans three pieces of k (config.K_PIECE); the panel blocking is varied too.
 TILE_CASES = [(1, 37), (3, 37), (4, 300), (6, 37), (8, 300), (9, 37), (11, 300), (263, 5)]
-BLOCKINGS = [(128, 252), (16, 12)]
+PANELS = [252, 12]
 
 
 @pytest.mark.parametrize("n,K", TILE_CASES)
 @pytest.mark.parametrize("blk0,blk1", [(0, 1), (0, 5), (1, 5), (2, 8), (3, 3)])
-@pytest.mark.parametrize("kc,panel", BLOCKINGS)
-def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1, kc, panel):
+@pytest.mark.parametrize("panel", PANELS)
+def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1, panel):
     """Drivers sweep the blocks down on every other step (cache reuse): each (row, block) result must be
     the same FMA chain either way, and blocks outside blk0..blk1 untouched."""
     rng = np.random.default_rng(n * 100 + blk0 * 10 + blk1)
@@ -144,8 +144,8 @@ def test_block_sweep_order_changes_no_bit(n, K, blk0, blk1, kc, panel):
     rows = rng.permutation(n + 2)[:n].astype(np.int64)
     start = rng.normal(size=(n, nblk * G)).astype(np.float32)
     up, down = start.copy(), start.copy()
-    _gates_add(slabs, v, up, rows, blk0, blk1, False, kc, panel)
-    _gates_add(slabs, v, down, rows, blk0, blk1, True, kc, panel)
+    _gates_add(slabs, v, up, rows, blk0, blk1, False, panel)
+    _gates_add(slabs, v, down, rows, blk0, blk1, True, panel)
     np.testing.assert_array_equal(up, down)
     inside = slice(blk0 * G, blk1 * G)
     np.testing.assert_array_equal(np.delete(up, np.s_[inside], axis=1), np.delete(start, np.s_[inside], axis=1))
@@ -166,13 +166,13 @@ def test_row_tiles_change_no_bit(n, K):
     v = rng.normal(size=(n, K)).astype(np.float32)
     start = rng.normal(size=(n, nblk * G)).astype(np.float32)
     together = start.copy()
-    _gates_add(slabs, v, together, np.arange(n, dtype=np.int64), 0, nblk, False, 128, 252)
+    _gates_add(slabs, v, together, np.arange(n, dtype=np.int64), 0, nblk, False, 252)
     blocked = start.copy()
-    _gates_add(slabs, v, blocked, np.arange(n, dtype=np.int64), 0, nblk, False, 16, 12)
+    _gates_add(slabs, v, blocked, np.arange(n, dtype=np.int64), 0, nblk, False, 12)
     np.testing.assert_array_equal(together, blocked)
     for r in range(n):
         alone = start[r : r + 1].copy()
-        _gates_add(slabs, v, alone, np.array([r], np.int64), 0, nblk, False, 128, 252)
+        _gates_add(slabs, v, alone, np.array([r], np.int64), 0, nblk, False, 252)
         np.testing.assert_array_equal(together[r], alone[0])
 
 
@@ -288,7 +288,7 @@ def test_sequence_lens_batched_matches_reference():
 @pytest.mark.parametrize("kind", ["int8", "fp16", "bf16"])
 def test_quantized_kernels_equal_fp32_on_dequantized_weights(team_always, kind):
     """The int8 / fp16 / bf16 kernels widen the stored weights in registers (GEMV) or into an L1 piece (GEMM
-    tiles, K beyond one k_chunk here) and must give exactly the fp32 kernels' bits on the dequantized weights:
+    tiles, K beyond one piece of k here) and must give exactly the fp32 kernels' bits on the dequantized weights:
     run and step, a batch (tiles + a leftover row) and one stream, 1 and 2 threads."""
     from fastlstm.quantize import dequantize, quantize
 

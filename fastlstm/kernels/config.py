@@ -13,6 +13,11 @@ FASTMATH = False
 ENTRY = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
 JIT = dict(ENTRY, cache=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
-# The largest k_chunk a plan may choose (tuning.py): the GEMM keeps a dequantized slab piece of that many rows
-# on its stack (128 x 64 floats = 32 KiB on AVX-512).
-K_CHUNK_MAX = 128
+# The summation contract (tiles.py): every gate element's sum over k is a chain of pieces of K_PIECE inputs,
+# each piece an FMA chain started from 0 and added once to the running value (the bias or the stored
+# partial). A chain that starts from the bias rounds all K products at the bias's magnitude; per-piece
+# chains round at the small partial sum's: 2-3.7x closer to a float64 run on long sequences (issue 16's
+# measurement, tools/sum_order.py). The piece is also the cache block of the GEMM (its slab rows stay in L1,
+# 16 KiB on AVX2 and 32 KiB on AVX-512) and the size of the dequantized piece on the GEMM's stack. A constant:
+# results may not depend on the host.
+K_PIECE = 128

@@ -14,13 +14,17 @@ Arguments travel as named tuples of pointers and sizes (see the constructors bel
                                 fuse: the default cell runs on the finished sums in registers (c and hc of
                                 input row r = rows[j] updated at c[c_base + r*c_stride ...], hc[hc_base +
                                 r*hc_stride ...]; the sums are never stored); else the sums are stored
-    Tiling(k_chunk, panel_rows) cache blocking (tuning.py)
+    Tiling(panel_rows)          cache blocking (tuning.py)
 Every field is a plain (non-literal) int64 / bool / pointer, so all call sites share one compiled copy.
 
+Summation (config.K_PIECE): k goes in pieces of K_PIECE; each piece is a chain from 0 (tiles.py) whose sum
+is added once to the running value: the start (bias, or what `out` holds), then each piece in order. A
+running value waits in `out` between pieces as the float32 it is in a register, so where a piece is
+computed (a tile, a lone row, another thread) changes no bit.
+
 Cache blocking: rows go in panels of panel_rows (their inputs stay in L2 while every block passes over
-them) and, inside a block, k_chunk values of k at a time (that piece of the slab stays in L1 while every
-tile of the panel uses it). A partial sum waits in `out` between pieces as the float32 it is in a register,
-so the blocking changes no bit. Leftover rows (fewer than a tile) go one at a time, two blocks at a time.
+them) and, inside a block, one piece of k at a time (that piece of the slab stays in L1 while every tile of
+the panel uses it). Leftover rows (fewer than a tile) go one at a time, two blocks at a time.
 """
 
 from collections import namedtuple
@@ -30,8 +34,8 @@ from numba import njit
 from numba.extending import overload
 
 from .cell import update_fast
-from .config import JIT, K_CHUNK_MAX
-from .simd import FloatPtr, is_scaled, stack_floats, vload, vsplat, vstore, wscaled
+from .config import JIT, K_PIECE
+from .simd import FloatPtr, is_scaled, stack_floats, vadd, vload, vsplat, vstore, wscaled
 from .target import LANES
 from .tiles import G, gemm_2row, gemm_4row, gemm_6row, gemv_1blk, gemv_2blk
 
@@ -39,8 +43,8 @@ Weights = namedtuple("Weights", "w slabs K f scales")
 Inputs = namedtuple("Inputs", "v base stride rows")
 Sums = namedtuple("Sums", "out offsets bias f")
 Cell = namedtuple("Cell", "fuse c c_base c_stride hc hc_base hc_stride H")
-Tiling = namedtuple("Tiling", "k_chunk panel_rows")
-PIECE_FLOATS = K_CHUNK_MAX * G  # the stack buffer of one dequantized slab piece (plan.py keeps k_chunk below)
+Tiling = namedtuple("Tiling", "panel_rows")
+PIECE_FLOATS = K_PIECE * G  # the stack buffer of one dequantized slab piece
 
 
 @njit(inline="always")
@@ -73,7 +77,7 @@ def no_cell(out):
 @njit(inline="always")
 def tiling_of(m):
     """The cache blocking of a plan record (layout.LAYER)."""
-    return Tiling(np.int64(m.k_chunk), np.int64(m.panel_rows))
+    return Tiling(np.int64(m.panel_rows))
 
 
 @njit(inline="always")
@@ -109,8 +113,11 @@ def block_done(sums, o, a0, a1, a2, a3, cell, r, blk):
 
 
 @njit(**JIT)
-def piece_done(sums, o, a0, a1, a2, a3, partial, cell, r, blk):
-    """A tile row's sums after one piece of k: parked in out[o:] when more pieces follow, else block_done."""
+def add_piece(sums, o, piece, k0, partial, cell, r, blk):
+    """A tile row's piece sums (4 vectors) added to its running value (the start at k0 = 0, else what out[o:]
+    holds): parked in out[o:] when more pieces follow, else block_done."""
+    a0, a1, a2, a3 = tile_start(sums, k0, o, blk)
+    a0, a1, a2, a3 = vadd(a0, piece[0]), vadd(a1, piece[1]), vadd(a2, piece[2]), vadd(a3, piece[3])
     if partial:
         out = sums.out
         vstore(out, o, a0)
@@ -119,6 +126,28 @@ def piece_done(sums, o, a0, a1, a2, a3, partial, cell, r, blk):
         vstore(out, o + 3 * LANES, a3)
     else:
         block_done(sums, o, a0, a1, a2, a3, cell, r, blk)
+
+
+@njit(inline="always")
+def zeros4():
+    """Four zero vectors: the start of every piece's chains (one row of one block)."""
+    z = vsplat(0.0)
+    return z, z, z, z
+
+
+@njit(inline="always")
+def zeros8():
+    return (*zeros4(), *zeros4())
+
+
+@njit(inline="always")
+def zeros16():
+    return (*zeros8(), *zeros8())
+
+
+@njit(inline="always")
+def zeros24():
+    return (*zeros16(), *zeros8())
 
 
 @njit(**JIT)
@@ -136,11 +165,10 @@ def tile_2rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
     """Rows j, j+1 of block blk over k = k0..k0+kn (gemm_2row)."""
     o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
     r0, r1 = src.rows[j], src.rows[j + 1]
-    acc = (*tile_start(sums, k0, o0, blk), *tile_start(sums, k0, o1, blk))
     st, b = src.stride, src.base + k0
-    s = gemm_2row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, acc)
-    piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
-    piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
+    s = gemm_2row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, zeros8())
+    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk)
+    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk)
 
 
 @njit(**JIT)
@@ -149,14 +177,12 @@ def tile_4rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
     o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
     o2, o3 = sums.offsets[j + 2] + blk * G, sums.offsets[j + 3] + blk * G
     r0, r1, r2, r3 = src.rows[j], src.rows[j + 1], src.rows[j + 2], src.rows[j + 3]
-    acc = (*tile_start(sums, k0, o0, blk), *tile_start(sums, k0, o1, blk),
-           *tile_start(sums, k0, o2, blk), *tile_start(sums, k0, o3, blk))
     st, b = src.stride, src.base + k0
-    s = gemm_4row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, acc)
-    piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
-    piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
-    piece_done(sums, o2, s[8], s[9], s[10], s[11], partial, cell, r2, blk)
-    piece_done(sums, o3, s[12], s[13], s[14], s[15], partial, cell, r3, blk)
+    s = gemm_4row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, zeros16())
+    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk)
+    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk)
+    add_piece(sums, o2, s[8:12], k0, partial, cell, r2, blk)
+    add_piece(sums, o3, s[12:16], k0, partial, cell, r3, blk)
 
 
 @njit(**JIT)
@@ -167,18 +193,15 @@ def tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
     o3, o4, o5 = off[j + 3] + blk * G, off[j + 4] + blk * G, off[j + 5] + blk * G
     rw = src.rows
     r0, r1, r2, r3, r4, r5 = rw[j], rw[j + 1], rw[j + 2], rw[j + 3], rw[j + 4], rw[j + 5]
-    acc = (*tile_start(sums, k0, o0, blk), *tile_start(sums, k0, o1, blk),
-           *tile_start(sums, k0, o2, blk), *tile_start(sums, k0, o3, blk),
-           *tile_start(sums, k0, o4, blk), *tile_start(sums, k0, o5, blk))
     st, b = src.stride, src.base + k0
     s = gemm_6row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, b + r4 * st,
-                  b + r5 * st, acc)
-    piece_done(sums, o0, s[0], s[1], s[2], s[3], partial, cell, r0, blk)
-    piece_done(sums, o1, s[4], s[5], s[6], s[7], partial, cell, r1, blk)
-    piece_done(sums, o2, s[8], s[9], s[10], s[11], partial, cell, r2, blk)
-    piece_done(sums, o3, s[12], s[13], s[14], s[15], partial, cell, r3, blk)
-    piece_done(sums, o4, s[16], s[17], s[18], s[19], partial, cell, r4, blk)
-    piece_done(sums, o5, s[20], s[21], s[22], s[23], partial, cell, r5, blk)
+                  b + r5 * st, zeros24())
+    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk)
+    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk)
+    add_piece(sums, o2, s[8:12], k0, partial, cell, r2, blk)
+    add_piece(sums, o3, s[12:16], k0, partial, cell, r3, blk)
+    add_piece(sums, o4, s[16:20], k0, partial, cell, r4, blk)
+    add_piece(sums, o5, s[20:24], k0, partial, cell, r5, blk)
 
 
 @njit(inline="always")
@@ -261,8 +284,8 @@ def tile_pass(wt, src, n_tall, tiled, sums, blk0, blk1, down, cell, tiling, piec
         for i in range(blk1 - blk0):
             blk = serpentine(i, blk0, blk1, down)
             s = block_scales(wt, blk)
-            for k0 in range(0, wt.K, tiling.k_chunk):
-                kn = min(tiling.k_chunk, wt.K - k0)
+            for k0 in range(0, wt.K, K_PIECE):
+                kn = min(K_PIECE, wt.K - k0)
                 w, slab = tile_source(wt.w, wt.slabs + (blk * wt.K + k0) * G, kn, s, piece)
                 panel_tiles(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
         p0 = p1
@@ -299,24 +322,43 @@ def gates_add(wt, src, then, then_src, n, sums, blk0, blk1, down, cell, tiling):
         for p in range(slots):
             blk = blk0 + width * serpentine(p, 0, slots, down)
             o0 = sums.offsets[j] + blk * G
-            a0, a1, a2, a3 = block_start(sums, o0, blk)
+            a = block_start(sums, o0, blk)
             if width == 2 and blk + 1 < blk1:
-                b0, b1, b2, b3 = block_start(sums, o0 + G, blk + 1)
-                out = gemv_2blk(wt.w, wt.slabs + blk * wt.K * G, wt.slabs + (blk + 1) * wt.K * G, wt.K, src.v, voff,
-                                block_scales(wt, blk), block_scales(wt, blk + 1), a0, a1, a2, a3, b0, b1, b2, b3)
+                both = pieces_2blk(wt, blk, src.v, voff, (*a, *block_start(sums, o0 + G, blk + 1)))
                 if then.K > 0:
-                    out = gemv_2blk(then.w, then.slabs + blk * then.K * G, then.slabs + (blk + 1) * then.K * G,
-                                    then.K, then_src.v, voff2, block_scales(then, blk), block_scales(then, blk + 1),
-                                    *out)
-                block_done(sums, o0, out[0], out[1], out[2], out[3], cell, r, blk)
-                block_done(sums, o0 + G, out[4], out[5], out[6], out[7], cell, r, blk + 1)
+                    both = pieces_2blk(then, blk, then_src.v, voff2, both)
+                block_done(sums, o0, both[0], both[1], both[2], both[3], cell, r, blk)
+                block_done(sums, o0 + G, both[4], both[5], both[6], both[7], cell, r, blk + 1)
             else:
-                out1 = gemv_1blk(wt.w, wt.slabs + blk * wt.K * G, wt.K, src.v, voff, block_scales(wt, blk),
-                                 a0, a1, a2, a3)
+                a = pieces_1blk(wt, blk, src.v, voff, a)
                 if then.K > 0:
-                    out1 = gemv_1blk(then.w, then.slabs + blk * then.K * G, then.K, then_src.v, voff2,
-                                     block_scales(then, blk), *out1)
-                block_done(sums, o0, out1[0], out1[1], out1[2], out1[3], cell, r, blk)
+                    a = pieces_1blk(then, blk, then_src.v, voff2, a)
+                block_done(sums, o0, a[0], a[1], a[2], a[3], cell, r, blk)
+
+
+@njit(**JIT)
+def pieces_1blk(wt, blk, v, voff, a):
+    """a (4 vectors) + slab of block blk @ v[voff : voff+K], piece by piece (a chain from 0 per piece)."""
+    a0, a1, a2, a3 = a
+    s = block_scales(wt, blk)
+    slab = wt.slabs + blk * wt.K * G
+    for k0 in range(0, wt.K, K_PIECE):
+        d = gemv_1blk(wt.w, slab + k0 * G, min(K_PIECE, wt.K - k0), v, voff + k0, s, *zeros4())
+        a0, a1, a2, a3 = vadd(a0, d[0]), vadd(a1, d[1]), vadd(a2, d[2]), vadd(a3, d[3])
+    return a0, a1, a2, a3
+
+
+@njit(**JIT)
+def pieces_2blk(wt, blk, v, voff, a):
+    """pieces_1blk for blocks blk and blk + 1 at once (a: 8 vectors, block blk's first)."""
+    a0, a1, a2, a3, b0, b1, b2, b3 = a
+    s, t = block_scales(wt, blk), block_scales(wt, blk + 1)
+    slab, slab2 = wt.slabs + blk * wt.K * G, wt.slabs + (blk + 1) * wt.K * G
+    for k0 in range(0, wt.K, K_PIECE):
+        d = gemv_2blk(wt.w, slab + k0 * G, slab2 + k0 * G, min(K_PIECE, wt.K - k0), v, voff + k0, s, t, *zeros8())
+        a0, a1, a2, a3 = vadd(a0, d[0]), vadd(a1, d[1]), vadd(a2, d[2]), vadd(a3, d[3])
+        b0, b1, b2, b3 = vadd(b0, d[4]), vadd(b1, d[5]), vadd(b2, d[6]), vadd(b3, d[7])
+    return a0, a1, a2, a3, b0, b1, b2, b3
 
 
 @njit(inline="always")

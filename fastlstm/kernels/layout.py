@@ -54,7 +54,6 @@ LAYER = np.dtype([
     ("default_cell", np.int64),  # 1: sigmoid/tanh/tanh, no clip/peephole/input_forget: the fused cell
     ("reverse", np.int64),       # 1: runs from the last valid step to the first
     ("directions", np.int64),    # D of the model (every record of a model holds the same)
-    ("k_chunk", np.int64),       # tuning: k values per slab piece (the piece stays in L1), tuning.py
     ("panel_rows", np.int64),    # tuning: input rows per panel (their inputs stay in L2)
     ("step_chunk", np.int64),    # tuning: blocks per unit of step's sweep (W then R of the same blocks)
 ])

@@ -6,8 +6,10 @@ broadcasts input values and runs one FMA chain per (input row, vector) over k = 
 from the caller's vectors.
 
 The summation order is part of the contract (run() and step(), batches and single streams, 1 and 2
-threads, the AVX2 and AVX-512 plans must agree bit for bit): every output element is one FMA chain over k
-in order. The tiles differ only in how many chains run side by side, never in the order inside a chain:
+threads, the AVX2 and AVX-512 plans must agree bit for bit): a tile runs, for every output element, one
+FMA chain over its piece of k (at most config.K_PIECE values) in order, from the starting vectors the
+caller gives (zeros: gemm.py adds each piece's sum to the running value once). The tiles differ only in how
+many chains run side by side, never in the order inside a chain:
 
     gemv_1blk   one input row, one block        4 chains (the leftover block; int8 rows on AVX2)
     gemv_2blk   one input row, two blocks       8 chains: enough in flight to hide FMA latency
