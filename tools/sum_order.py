@@ -2,13 +2,14 @@
 
     python tools/sum_order.py          # table: distance to float64 for each summation order
 
-The emulation computes every gate pre-activation with 16-lane FMAs over k, as the kernels do, then runs
+The emulation computes every gate pre-activation with LANES-wide FMAs over k, as the kernels do, then runs
 the kernels' own cell (kernels/cell.py update_fast, so the activations are bit for bit the engine's).
 Orders (piece = how many k one chain covers before its sum is added to the running value):
     chain        one FMA chain per gate starting from the bias (projection) or from the projected
-                 value (recurrence): what the kernels do today (checked: equal to Engine.run bit for bit)
+                 value (recurrence): what the kernels did before K_PIECE
     zero-start   each chain starts from 0 and the start value is added once at its end
-    zero-start, piece P   the same per piece of P values of k (P = KC = 128: the kernels' k-blocking)
+    zero-start, piece P   the same per piece of P values of k; P = config.K_PIECE = 128 is what the
+                 kernels do (checked: equal to Engine.run bit for bit)
 The distance is max |y - y64| over the outputs, y64 the same nn.LSTM run in float64 by PyTorch.
 Default-cell, unprojected, batch-1 models only (the cases of tests/test_accuracy.py).
 """
@@ -19,14 +20,13 @@ import numpy as np
 from numba import njit
 
 from fastlstm.kernels.cell import update_fast
+from fastlstm.kernels.simd import LANES as BLOCK  # the kernels' vector width
 from fastlstm.kernels.simd import fptr, vadd, vfma, vload, vsplat, vstore
-
-BLOCK = 16
 
 
 @njit(inline="always")
 def _sum_block(mt, ncols, off, v, K, start, zero_start, piece):
-    """start + sum_k mt[k, off:off+16] * v[k] for one gate vector (mt (K, ncols) k-major)."""
+    """start + sum_k mt[k, off:off+LANES] * v[k] for one gate vector (mt (K, ncols) k-major)."""
     if not zero_start:
         acc = start
         for k in range(K):
