@@ -7,6 +7,7 @@ import numpy as np
 from . import calibration, threads
 from .errors import InputError
 from .kernels.entry import OP_RUN, OP_STEP, OP_WORKER, kernel
+from .kernels.warmload import light_first_refresh
 from .plan import build_plan
 from .spec import ModelSpec
 from .state import State, check_state
@@ -101,9 +102,21 @@ class Engine:
         return size
 
     def _call(self, *args) -> int:
+        if not self._compiled:
+            return self._first_call(*args)
         threads.enter()
         try:
-            done = kernel(*args)
+            return kernel(*args)
+        finally:
+            threads.leave()
+
+    def _first_call(self, *args) -> int:
+        """An engine's first kernel call: it loads the kernel from the cache (without numba's registry refresh,
+        kernels/warmload.py) or compiles it."""
+        threads.enter()
+        try:
+            with light_first_refresh():
+                done = kernel(*args)
         finally:
             threads.leave()
         self._compiled = True
@@ -172,14 +185,17 @@ class Engine:
             else:
                 return self._step_checked(x_t, state, out)
             team = self._team_for(B * self._step_work, "step") if _budget[0] > 1 else 1
-            _callers.append(None)
-            try:
-                done = kernel(OP_STEP, self._wbuf, self._variant, x_t if x_t.ndim == 1 else x_t.reshape(-1),
-                              y if y.ndim == 1 else y.reshape(-1), state._buf, self._ctl, self._ctl, 1, B, 0, team)
-            finally:
-                _callers.pop()
+            args = (OP_STEP, self._wbuf, self._variant, x_t if x_t.ndim == 1 else x_t.reshape(-1),
+                    y if y.ndim == 1 else y.reshape(-1), state._buf, self._ctl, self._ctl, 1, B, 0, team)
+            if not self._compiled:
+                done = self._first_call(*args)
+            else:
+                _callers.append(None)
+                try:
+                    done = kernel(*args)
+                finally:
+                    _callers.pop()
             if done:
-                self._compiled = True
                 return y
         return self._step_checked(x_t, state, out)
 

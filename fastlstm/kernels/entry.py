@@ -105,8 +105,8 @@ def lead(op, wbuf, layers, variant, ctl, x, y, state, lens, work, T, B, row, tea
 def serve(wbuf, layers, variant, ctl, tid):
     """A worker thread's life: wait for a task, join it if it is still open and this tid is in its team,
     run the parts it claims from the master's current phase on, leave; until told to quit."""
-    timespec = np.zeros(2, np.int64)
-    timespec[0] = 1  # sleep in 1 s slices (a wake-up is a futex wake; the timeout only bounds a lost one)
+    timespec = np.empty(2, np.int64)
+    timespec[0], timespec[1] = 1, 0  # sleep in 1 s slices (a futex wake ends a sleep; the timeout bounds a lost one)
     last = atomic_load(ctl, GEN)
     while True:
         gen = await_task(ctl, last, timespec)

@@ -116,8 +116,9 @@ def run_direction(wbuf, layers, variant, ctl, call):
     per_step = 2 if has_proj else 1
     if call.start == 0:  # phase 0: xw = b + x @ W for every row
         N = T * B
-        all_rows = np.arange(N)
-        offsets = all_rows * gate_row
+        all_rows, offsets = np.empty(N, np.int64), np.empty(N, np.int64)  # (loops, not array expressions:
+        for r in range(N):  # each numpy ufunc in a kernel compiles its own loop on first use)
+            all_rows[r], offsets[r] = r, r * gate_row
         for i in range(call.team):
             p = part_of(call, i)
             if mine(ctl, call, p, 0):
