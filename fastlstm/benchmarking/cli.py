@@ -29,7 +29,7 @@ class Config:
     T: int = 100
     rounds: int = 9  # interleaved rounds per measurement; the median is reported
     block_s: float = 0.04  # target duration of one timed block
-    budget_s: float = 25.0  # per figure: slow configurations run fewer rounds, down to min_rounds
+    budget_s: float = 15.0  # per figure: slow configurations run fewer rounds, down to min_rounds
     min_rounds: int = 3
     coldstart_hidden: int = 256
     coldstart_repeats: int = 3
@@ -42,17 +42,18 @@ class Config:
     # batched step (streams.py): B per call, at the reference point (H, I) and at these H (None: sizes; I = H)
     step_batch: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
     step_reference: tuple[int, int] = (128, 40)
-    step_sizes: list[int] | None = None
+    step_sizes: list[int] | None = field(default_factory=lambda: [64, 256, 1024])
     pythreads_hidden: int = 512  # two Python threads, a stream each (streams.py)
     pythreads_steps: int = 64  # frames per stream per timed call
     isolated: bool = True  # 2+ threads: also each engine in its own process (isolated.py)
 
 
 # --quick: every kind of row, fewer of each: no H = 128 / 512, batched run at B = 16 only, int8 as the one type
-# below fp32 (1 thread only), batched step at the reference point only, Python threads at H = 256.
+# below fp32 (1 thread only), batched step at the reference point only and B = 1, 16, 64, Python threads at H = 256,
+# shorter blocks and fewer rounds, one warm cold start per engine (the default sweep adds the empty-cache compile).
 QUICK = Config(sizes=[64, 256, 1024], threads=[1, 2], batch=[16], rounds=5, block_s=0.02, budget_s=5.0, min_rounds=1,
-               coldstart_repeats=1, preset="quick", weights=["fp32", "int8"], weights_threads=[1], step_sizes=[],
-               pythreads_hidden=256)
+               coldstart_repeats=1, fresh_cache=False, preset="quick", weights=["fp32", "int8"], weights_threads=[1],
+               step_batch=[1, 16, 64], step_sizes=[], pythreads_hidden=256)
 
 
 def make_config(quick: bool, sizes, threads, batch, weights=None, step_batch=None) -> Config:
@@ -62,7 +63,8 @@ def make_config(quick: bool, sizes, threads, batch, weights=None, step_batch=Non
                       pythreads_steps=8, preset=cfg.preset + "+smoke")
     cfg = replace(cfg, sizes=sizes or cfg.sizes, threads=threads or cfg.threads, batch=batch or cfg.batch,
                   weights=["fp32", *(w for w in weights if w != "fp32")] if weights else cfg.weights,
-                  weights_threads=None if weights else cfg.weights_threads, step_batch=step_batch or cfg.step_batch)
+                  weights_threads=None if weights else cfg.weights_threads, step_batch=step_batch or cfg.step_batch,
+                  step_sizes=None if sizes and cfg.step_sizes else cfg.step_sizes)  # --sizes: batched step there too
     if os.environ.get(SMOKE_ENV):
         cfg = replace(cfg, coldstart_hidden=min(cfg.sizes), memory_hidden=min(cfg.sizes),
                       pythreads_hidden=min(cfg.sizes))
