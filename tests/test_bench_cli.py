@@ -123,3 +123,25 @@ def test_bench_missing_peers_are_reported(tmp_path):
         assert rec["engines"]["fastlstm pool"]["median_us"] > 0 and "max_abs_err" not in rec["engines"]["fastlstm"]
     assert "disabled" in proc.stdout
     assert "disabled" in (tmp_path / "report.md").read_text()
+
+
+def test_own_process_child_answers_and_fails_cleanly():
+    """The child behind the own-process rows: ready, prepare + timed blocks, an error as an answer (not a hang),
+    and a dead child reported as such."""
+    from fastlstm.benchmarking.isolated import Child
+
+    child = Child("proxy")
+    try:
+        assert child.answer(120) == {"ready": "proxy"}
+        config = {"mode": "step", "H": 16, "I": 16, "B": 1, "T": 4, "threads": 1, "block_s": 0.001,
+                  "crossovers": None}
+        prepared = child.ask(120, op="prepare", engine="proxy", **config)
+        assert prepared["calls"] >= 1 and prepared["per_call"] > 0
+        assert child.ask(60, op="block", n=prepared["calls"])["seconds"] > 0
+        assert "KeyError" in child.ask(60, op="prepare", engine="no such engine", **config)["error"]
+        child.proc.kill()
+        child.proc.wait()
+        assert "process ended" in child.ask(10, op="block", n=1)["error"]
+    finally:
+        child.close()
+    assert not child.alive

@@ -161,7 +161,22 @@ class Isolated:
             self._start()
             self._started = True
         measure.settle()  # the parent's own pools (from the shared rows) idle before any child runs
-        calls, per_call = {}, {}
+        calls = self._prepare_all(config, cfg, crossovers, rec)
+        timings = self._rounds(calls, cfg, config, rec)
+        steps = 1 if config["mode"] in STEP_MODES else config["T"]
+        for name, timing in timings.items():
+            entry = timing.to_json()
+            entry["us_per_step"] = entry["median_us"] / (1 if name == PROXY else steps)
+            entry["frames_per_s"] = config["B"] * 1e6 / entry["us_per_step"]
+            if config["mode"] == "batched_step":
+                entry["us_per_stream"] = entry["median_us"] / config["B"]
+            rec["engines"][name] = entry
+        return rec
+
+    def _prepare_all(self, config: dict, cfg, crossovers: dict | None, rec: dict) -> dict:
+        """Every usable child builds, warms up and calibrates its engine: {name: (calls per block, s per call)};
+        the others get their status in rec."""
+        calls = {}
         for name in self.names:
             if self.status[name]:
                 rec["engines"][name] = {"status": self.status[name]}
@@ -174,29 +189,25 @@ class Isolated:
             elif "error" in answer:
                 rec["engines"][name] = {"status": f"failed: {answer['error']}"}
             else:
-                calls[name], per_call[name] = answer["calls"], answer["per_call"]
-        rounds = rounds_within(cfg, {n: calls[n] * per_call[n] for n in calls})
-        timings = {name: measure.Timing(calls_per_block=calls[name]) for name in calls}
+                calls[name] = (answer["calls"], answer["per_call"])
+        return calls
+
+    def _rounds(self, calls: dict, cfg, config: dict, rec: dict) -> dict[str, measure.Timing]:
+        """measure.interleaved's loop, each block timed in its engine's process."""
+        rounds = rounds_within(cfg, {name: n * per_call for name, (n, per_call) in calls.items()})
+        timings = {name: measure.Timing(calls_per_block=n) for name, (n, _) in calls.items()}
         order, rng = list(calls), random.Random(config["H"] * 1000 + config["B"] * 10 + config["threads"])
         for _ in range(rounds):
             rng.shuffle(order)
-            for name in [n for n in order if n in timings]:
-                n = calls[name]
-                answer = self.children[name].ask(ANSWER_SLACK_S + 20 * n * per_call[name], op="block", n=n)
+            for name in [name for name in order if name in timings]:
+                n, per_call = calls[name]
+                answer = self.children[name].ask(ANSWER_SLACK_S + 20 * n * per_call, op="block", n=n)
                 if "seconds" in answer:
                     timings[name].samples.append(answer["seconds"] / n)
                 else:  # this engine's figure is lost; the others go on
                     rec["engines"][name] = {"status": f"failed: {answer.get('error')}"}
                     del timings[name]
-        steps = 1 if config["mode"] in STEP_MODES else config["T"]
-        for name, timing in timings.items():
-            entry = timing.to_json()
-            entry["us_per_step"] = entry["median_us"] / (1 if name == PROXY else steps)
-            entry["frames_per_s"] = config["B"] * 1e6 / entry["us_per_step"]
-            if config["mode"] == "batched_step":
-                entry["us_per_stream"] = entry["median_us"] / config["B"]
-            rec["engines"][name] = entry
-        return rec
+        return timings
 
 
 def rounds_within(cfg, block_s_of: dict) -> int:
