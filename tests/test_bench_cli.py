@@ -98,7 +98,8 @@ def test_bench_two_threads_in_own_processes(tmp_path):
             if name == "proxy" or results["peers"][name]["available"]:
                 assert rec["engines"][name]["median_us"] > 0, (key, name, rec["engines"][name])
     crossovers = results["plan"]["crossovers"]["2"]  # settled before the first timed call
-    assert crossovers["source"] in ("measured", "cached") and crossovers["step"] > 0 and crossovers["run"] > 0
+    assert crossovers["source"] in ("measured", "cached", "default")  # default: FASTLSTM_CALIBRATION=off
+    assert crossovers["step"] > 0 and crossovers["run"] > 0
     assert {r["threads"] for r in results["python_threads"]} == {1, 2}
     report = (tmp_path / "report.md").read_text()
     assert "## Several threads, each engine in its own process" in report and "vs 1 thread" in report
