@@ -6,10 +6,11 @@
 
 Benchmark groups are keyed by (mode, H, B, T, threads); members are the engines (fastlstm,
 onnxruntime, torch), their paths below fp32 on the same weights (quantized_peers.py) and the roofline
-proxy (numpy BLAS over the same weight bytes). A peer that is
-not installed is skipped with the reason. The sweep: --bench-sizes / --bench-threads / --bench-batch
-(or FASTLSTM_BENCH_SIZES / _THREADS / _BATCH, comma separated); --bench-full (FASTLSTM_BENCH_FULL=1)
-runs the full sweep even under --benchmark-disable.
+proxy (numpy BLAS over the same weight bytes). Batched-step groups (test_bench_batched_step.py) have the
+fp32 engines, fastlstm's (1, I) frame (B = 1) and StreamPool, and the proxy (streams.step_peers). A peer
+that is not installed is skipped with the reason. The sweep: --bench-sizes / --bench-threads / --bench-batch
+/ --bench-step-batch (or FASTLSTM_BENCH_SIZES / _THREADS / _BATCH / _STEP_BATCH, comma separated);
+--bench-full (FASTLSTM_BENCH_FULL=1) runs the full sweep even under --benchmark-disable.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import pytest
 from fastlstm.benchmarking.models import BenchModel, make_input, make_spec
 from fastlstm.benchmarking.peers import ENGINES, PROXY, make_peers
 from fastlstm.benchmarking.quantized_peers import BY_WEIGHTS, WEIGHT_TYPES
+from fastlstm.benchmarking.streams import FRAME_2D, step_peers
 
-FULL = {"sizes": [64, 128, 256, 512, 1024], "threads": [1, 2], "batch": [16, 64], "T": 100}
-SMOKE = {"sizes": [32], "threads": [1], "batch": [4], "T": 10}
+FULL = {"sizes": [64, 128, 256, 512, 1024], "threads": [1, 2], "batch": [16, 64], "step_batch": [1, 4, 16, 64],
+        "T": 100}
+SMOKE = {"sizes": [32], "threads": [1], "batch": [4], "step_batch": [1, 4], "T": 10}
+STEP_MODES = ("step", "batched_step")  # one frame per call
 # the fp32 engines, each engine's path below fp32 on the same weights (fastlstm int8/fp16/bf16, ORT int8
 # per-tensor / per-channel, torch qint8 / float16), and the proxy
 MEMBERS = [*ENGINES, *(name for w in WEIGHT_TYPES if w != "fp32" for name in BY_WEIGHTS[w]), PROXY]
@@ -32,7 +36,7 @@ MEMBERS = [*ENGINES, *(name for w in WEIGHT_TYPES if w != "fp32" for name in BY_
 
 @dataclass(frozen=True)
 class Case:
-    mode: str  # "step" | "run" | "batched"
+    mode: str  # "step" | "run" | "batched" | "batched_step"
     H: int
     B: int
     T: int
@@ -52,6 +56,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-sizes", help="hidden sizes, comma separated")
     group.addoption("--bench-threads", help="thread counts, comma separated")
     group.addoption("--bench-batch", help="batch sizes of the batched run, comma separated")
+    group.addoption("--bench-step-batch", help="batch sizes of the batched step, comma separated")
     group.addoption("--bench-full", action="store_true", help="full sweep even with --benchmark-disable")
 
 
@@ -64,8 +69,9 @@ def sweep(config) -> dict:
     full = config.getoption("--bench-full") or os.environ.get("FASTLSTM_BENCH_FULL")
     disabled = config.getoption("benchmark_disable", default=False)
     chosen = dict(SMOKE if disabled and not full else FULL)
-    for key in ("sizes", "threads", "batch"):
-        value = _ints(config.getoption(f"--bench-{key}") or os.environ.get(f"FASTLSTM_BENCH_{key.upper()}"))
+    for key in ("sizes", "threads", "batch", "step_batch"):
+        option = f"--bench-{key.replace('_', '-')}"
+        value = _ints(config.getoption(option) or os.environ.get(f"FASTLSTM_BENCH_{key.upper()}"))
         if value:
             chosen[key] = value
     return chosen
@@ -76,14 +82,16 @@ def pytest_generate_tests(metafunc):
         return
     s = sweep(metafunc.config)
     modes = getattr(metafunc.module, "MODES", ("step",))
+    members = getattr(metafunc.module, "MEMBERS", MEMBERS)
+    batches = {"batched": s["batch"], "batched_step": s["step_batch"]}
     cases = []
     for threads in s["threads"]:
         for H in s["sizes"]:
             for mode in modes:
-                for B in (s["batch"] if mode == "batched" else [1]):
+                for B in batches.get(mode, [1]):
                     cases.append(Case(mode, H, B, s["T"], threads))
-    metafunc.parametrize("case", cases, ids=[c.id for c in cases])
-    metafunc.parametrize("engine", MEMBERS)
+    pairs = [(c, e) for c in cases for e in members if e != FRAME_2D or c.B == 1]  # (1, I): a B = 1 member
+    metafunc.parametrize(("case", "engine"), pairs, ids=[f"{c.id}-{e}" for c, e in pairs])
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +110,8 @@ def bench_models():
 @pytest.fixture
 def prepared(case, engine, bench_models, benchmark):
     """The engine, prepared on the case's model and input; skipped with the reason if unavailable."""
-    peer = make_peers(weights=WEIGHT_TYPES)[engine]
+    peers = step_peers(case.B) if case.mode == "batched_step" else make_peers(weights=WEIGHT_TYPES)
+    peer = peers[engine]
     reason = peer.status()
     if reason:
         pytest.skip(f"{engine}: {reason}")
@@ -113,10 +122,11 @@ def prepared(case, engine, bench_models, benchmark):
         pytest.skip(f"{engine}: {exc}")
     with peer.context():  # warm up outside the clock: first calls compile, allocate, fill caches
         for _ in range(2):
-            peer.step() if case.mode == "step" else peer.run()
+            peer.step() if case.mode in STEP_MODES else peer.run()
     peer.reset()
     benchmark.group = case.group
     benchmark.extra_info.update({"mode": case.mode, "H": case.H, "B": case.B, "T": case.T,
                                  "threads": case.threads, "engine": engine,
-                                 "steps_per_call": 1 if case.mode == "step" else case.T})
+                                 "steps_per_call": 1 if case.mode in STEP_MODES else case.T,
+                                 "streams_per_call": case.B})
     return peer

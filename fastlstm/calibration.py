@@ -64,6 +64,35 @@ def crossovers(team: int) -> Crossovers:
     return found
 
 
+def known(team: int) -> tuple[Crossovers | None, dict]:
+    """The crossovers for `team` threads if this process or the cache file already has them, never
+    measuring (for `fastlstm info` and reports): (crossovers or None, the stored calibration detail: sizes
+    and team/solo ratios when the file holds this very measurement, else {})."""
+    mode = os.environ.get("FASTLSTM_CALIBRATION", "").lower()
+    found = _memo.get(team)
+    if found is None and (mode == "off" or team < 2):
+        found = _defaults(team)
+    if found is None and mode != "again":
+        found = _read(team)
+    detail = {}
+    if found is not None:
+        try:
+            with open(_path(team)) as f:
+                data = json.load(f)
+            if isinstance(data, dict) and (data.get("step"), data.get("run")) == (found.step, found.run):
+                detail = {key: data[key] for key in ("sizes", "team_over_solo_step", "team_over_solo_run",
+                                                     "measured_at") if key in data}
+        except (OSError, ValueError):
+            pass
+    return found, detail
+
+
+def pin(found: Crossovers) -> None:
+    """Use these crossovers in this process from now on (a benchmark's child process takes its parent's, so
+    that it makes the same one-thread-or-team choices and never measures inside a timed call)."""
+    _memo[found.team] = found
+
+
 def _defaults(team: int) -> Crossovers:
     return Crossovers(team, tuning.TEAM_MIN_STEP_WORK, tuning.TEAM_MIN_RUN_WORK, "default")
 

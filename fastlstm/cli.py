@@ -73,9 +73,11 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", type=_int_list, help="hidden sizes, comma separated (e.g. 64,256)")
     bench.add_argument("--threads", type=_int_list, help="thread counts, comma separated (e.g. 1,2)")
     bench.add_argument("--batch", type=_int_list, help="batch sizes for batched run (e.g. 16,64)")
+    bench.add_argument("--step-batch", type=_int_list,
+                       help="batch sizes for batched step (default 1,4,16,64)")
     bench.add_argument("--weights", type=_weight_list,
                        help="weight types, comma separated: fp32 plus any of int8, fp16, bf16 (each engine's path "
-                            "at that type; default all, --quick fp32,int8,fp16)")
+                            "at that type; default all, --quick fp32,int8 at 1 thread)")
 
     score = commands.add_parser("score", help="score .npy/.npz files on a Dask cluster (pip install "
                                 "'fastlstm[dask]'); resumable: a rerun skips finished outputs")
@@ -161,7 +163,10 @@ def _dispatch(args) -> int:
         from . import format as packed
 
         spec = packed.read_spec(args.file)
-        print(json.dumps(describe(spec), indent=2) if args.json else format_info(spec, args.file))
+        if args.json:
+            print(json.dumps({**describe(spec), "host_plan": host_plan_of(spec)}, indent=2))
+        else:
+            print(format_info(spec, args.file))
         return 0
     if args.command == "demo":
         from .cli_demo import run_demo
@@ -179,7 +184,7 @@ def _dispatch(args) -> int:
         from .benchmarking.cli import run_bench
 
         return run_bench(quick=args.quick, out=args.out, sizes=args.sizes, threads=args.threads,
-                         batch=args.batch, weights=args.weights)
+                         batch=args.batch, weights=args.weights, step_batch=args.step_batch)
     if args.command == "score":
         from .dask.cli import run_score  # imports Dask only when the command runs
 
@@ -222,6 +227,7 @@ def format_info(spec, path: str) -> str:
         f"projection {d['proj_size'] or 'none'}, output {d['output_size'] * d['num_directions']}",
         f"  parameters  {d['parameters']:,}",
         f"  weights     {d['weights']}" + ("" if d["weights"] == "fp32" else " (W and R; the rest is fp32)"),
+        *plan_lines(spec),
     ]
     for l, layer in enumerate(d["cells"]):
         for k, cell in enumerate(layer):
@@ -241,6 +247,26 @@ def format_info(spec, path: str) -> str:
     else:
         lines.append("  verified    no (convert with --verify)")
     return "\n".join(lines)
+
+
+def _inner_sizes(spec) -> list[int]:
+    return [max(spec.layer_input_size(l), spec.output_size) for l in range(spec.num_layers)]
+
+
+def plan_lines(spec) -> list[str]:
+    """How this host would run the file: the kernel plan, and the thread crossovers when already known (never
+    measured here: `info` only reads calibration's cache)."""
+    from . import plan_info
+
+    return [f"  plan        {plan_info.plan_line(spec.weights, _inner_sizes(spec))}",
+            f"  threads     {plan_info.crossover_line(plan_info.known_crossovers())}"]
+
+
+def host_plan_of(spec) -> dict:
+    from . import plan_info
+
+    return {**plan_info.host_plan(_inner_sizes(spec)), "weights": spec.weights,
+            "crossovers": plan_info.known_crossovers()}
 
 
 def quantization_lines(v: dict) -> list[str]:

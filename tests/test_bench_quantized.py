@@ -55,3 +55,25 @@ def test_bench_fp32_only_has_no_weight_section(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fastlstm.cli", "bench", "--weights", "int4"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "expected weight types" in bad.stderr
+
+
+def test_quick_preset_keeps_int8_at_one_thread_only():
+    """--quick measures int8 as the one type below fp32, at 1 thread; asking for --weights lifts that; the report
+    has no weight table for a thread count where no type below fp32 ran."""
+    from fastlstm.benchmarking import cli, quantized_report
+    from fastlstm.benchmarking.peers import make_peers
+
+    quick = cli.make_config(True, None, None, None)
+    assert quick.weights == ["fp32", "int8"] and quick.weights_threads == [1] and quick.step_sizes == []
+    peers = make_peers(weights=quick.weights)
+    assert "fastlstm int8" in cli._peers_at(peers, quick, 1)
+    assert set(cli._peers_at(peers, quick, 2)) == {"fastlstm", "onnxruntime", "torch", "proxy"}
+    asked = cli.make_config(True, None, None, None, weights=["fp16"])
+    assert asked.weights == ["fp32", "fp16"] and asked.weights_threads is None
+    assert cli.make_config(False, None, None, None).weights_threads is None
+
+    entry = {"median_us": 10.0, "us_per_step": 10.0, "max_abs_err": 1e-3}
+    recs = [{"mode": "step", "H": 32, "B": 1, "T": 10, "threads": n,
+             "engines": {"fastlstm": entry, **({"fastlstm int8": entry} if n == 1 else {})}} for n in (1, 2)]
+    titles = [t for t, _, _ in quantized_report.sections({"config": {"weights": ["fp32", "int8"]}, "results": recs})]
+    assert titles == ["Weights below fp32: step, B=1, 1 thread(s), us per step"]

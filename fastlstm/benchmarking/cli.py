@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import coldstart, measure, report
+from . import coldstart, isolated, measure, plan_report, report, streams
 from .machine import load_average, machine_info
 from .models import BenchModel, ConverterMissing, make_input, make_spec
 from .peers import ENGINES, PROXY, make_peers
@@ -29,7 +29,7 @@ class Config:
     T: int = 100
     rounds: int = 9  # interleaved rounds per measurement; the median is reported
     block_s: float = 0.04  # target duration of one timed block
-    budget_s: float = 25.0  # per figure: slow configurations run fewer rounds, down to min_rounds
+    budget_s: float = 15.0  # per figure: slow configurations run fewer rounds, down to min_rounds
     min_rounds: int = 3
     coldstart_hidden: int = 256
     coldstart_repeats: int = 3
@@ -38,21 +38,36 @@ class Config:
     preset: str = "default"
     # weight types: fp32 plus each engine's path below it on the same weights (quantized_peers.py)
     weights: list[str] = field(default_factory=lambda: ["fp32", "int8", "fp16", "bf16"])
+    weights_threads: list[int] | None = None  # thread counts with the types below fp32 (None: every one)
+    # batched step (streams.py): B per call, at the reference point (H, I) and at these H (None: sizes; I = H)
+    step_batch: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
+    step_reference: tuple[int, int] = (128, 40)
+    step_sizes: list[int] | None = field(default_factory=lambda: [64, 256, 1024])
+    pythreads_hidden: int = 512  # two Python threads, a stream each (streams.py)
+    pythreads_steps: int = 64  # frames per stream per timed call
+    isolated: bool = True  # 2+ threads: also each engine in its own process (isolated.py)
 
 
+# --quick: every kind of row, fewer of each: no H = 128 / 512, batched run at B = 16 only, int8 as the one type
+# below fp32 (1 thread only), batched step at the reference point only and B = 1, 16, 64, Python threads at H = 256,
+# shorter blocks and fewer rounds, one warm cold start per engine (the default sweep adds the empty-cache compile).
 QUICK = Config(sizes=[64, 256, 1024], threads=[1, 2], batch=[16], rounds=5, block_s=0.02, budget_s=5.0, min_rounds=1,
-               coldstart_repeats=1, preset="quick", weights=["fp32", "int8", "fp16"])
+               coldstart_repeats=1, fresh_cache=False, preset="quick", weights=["fp32", "int8"], weights_threads=[1],
+               step_batch=[1, 16, 64], step_sizes=[], pythreads_hidden=256)
 
 
-def make_config(quick: bool, sizes, threads, batch, weights=None) -> Config:
+def make_config(quick: bool, sizes, threads, batch, weights=None, step_batch=None) -> Config:
     cfg = QUICK if quick else Config()
     if os.environ.get(SMOKE_ENV):
         cfg = replace(cfg, T=10, rounds=3, block_s=0.002, coldstart_repeats=1, fresh_cache=False,
-                      preset=cfg.preset + "+smoke")
+                      pythreads_steps=8, preset=cfg.preset + "+smoke")
     cfg = replace(cfg, sizes=sizes or cfg.sizes, threads=threads or cfg.threads, batch=batch or cfg.batch,
-                  weights=["fp32", *(w for w in weights if w != "fp32")] if weights else cfg.weights)
+                  weights=["fp32", *(w for w in weights if w != "fp32")] if weights else cfg.weights,
+                  weights_threads=None if weights else cfg.weights_threads, step_batch=step_batch or cfg.step_batch,
+                  step_sizes=None if sizes and cfg.step_sizes else cfg.step_sizes)  # --sizes: batched step there too
     if os.environ.get(SMOKE_ENV):
-        cfg = replace(cfg, coldstart_hidden=min(cfg.sizes), memory_hidden=min(cfg.sizes))
+        cfg = replace(cfg, coldstart_hidden=min(cfg.sizes), memory_hidden=min(cfg.sizes),
+                      pythreads_hidden=min(cfg.sizes))
     return cfg
 
 
@@ -69,14 +84,13 @@ class Progress:
 
 
 def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=None, batch=None,
-              weights=None) -> int:
-    cfg = make_config(quick, sizes, threads, batch, weights)
-    import numba
+              weights=None, step_batch=None) -> int:
+    cfg = make_config(quick, sizes, threads, batch, weights, step_batch)
+    from fastlstm.threads import MAX_THREADS
 
-    limit = numba.config.NUMBA_NUM_THREADS
-    if max(cfg.threads) > limit:
-        print(f"fastlstm bench: error: --threads up to {limit} on this machine (NUMBA_NUM_THREADS)",
-              file=sys.stderr)
+    if max(cfg.threads) > MAX_THREADS:
+        print(f"fastlstm bench: error: --threads up to {MAX_THREADS} on this machine (the cores this process may "
+              "use; FASTLSTM_NUM_THREADS caps them)", file=sys.stderr)
         return 2
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,30 +104,46 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
             print(f"note: {name} {status[name]}: its column will say so", file=sys.stderr)
     modes = [("step", 1), ("run", 1)] + [("batched", b) for b in cfg.batch]
     cold_children = 3 * cfg.coldstart_repeats + int(cfg.fresh_cache) + 3
-    progress = Progress(len(cfg.threads) * len(cfg.sizes) * len(modes) + cold_children)
+    own_process = isolated.configurations(cfg, streams.step_points(cfg)) if cfg.isolated else []
+    progress = Progress(len(cfg.threads) * (len(cfg.sizes) * len(modes) + len(streams.step_points(cfg))
+                                            * len(cfg.step_batch) + 1) + len(own_process) + cold_children)
     print(f"fastlstm bench ({cfg.preset}): H={cfg.sizes} threads={cfg.threads} batch={cfg.batch} T={cfg.T}, "
-          f"weights={cfg.weights}, {cfg.rounds} interleaved rounds per figure", file=sys.stderr)
+          f"weights={cfg.weights}, batched step B={cfg.step_batch} at (H, I)={streams.step_points(cfg)}, "
+          f"{cfg.rounds} interleaved rounds per figure", file=sys.stderr)
+    settled = plan_report.settle_crossovers(cfg.threads)  # before any timed call (it may measure)
 
     models: dict[int, BenchModel] = {}
     records = []
     for n_threads in cfg.threads:
+        measured = _peers_at(peers, cfg, n_threads)
         for H in cfg.sizes:
             model = models.setdefault(H, BenchModel(make_spec(H)))
             for mode, B in modes:
-                rec = measure_one(model, peers, status, mode, B, cfg.T, n_threads, cfg)
+                rec = measure_one(model, measured, status, mode, B, cfg.T, n_threads, cfg)
                 records.append(rec)
                 progress(report.progress_line(rec))
+    batched_step = streams.batched_step_rows(cfg, dict(status), progress)
+    python_threads = streams.python_thread_rows(cfg, progress)
+    own = []
+    with isolated.Isolated(status) as engines:
+        for config in own_process:
+            own.append(engines.measure(config, cfg, plan_report.crossovers_of(config["threads"])))
+            progress(isolated_progress_line(own[-1]))
 
     coldstart_result = _coldstart(cfg, status, progress)
     wall = time.perf_counter() - t_start
     results = {
-        "schema": 1,
+        "schema": 2,
         "machine": {**machine_info(cfg.threads), "load_average_start": load_start},
         "config": asdict(cfg),
+        "plan": plan_report.results(cfg, settled),
         "peers": {name: {"available": status[name] is None, "status": status[name] or "ok",
                          "version": peers[name].version() if status[name] is None else None}
                   for name in peers if name != PROXY},
         "results": records,
+        "batched_step": batched_step,
+        "python_threads": python_threads,
+        "isolated": own,
         **coldstart_result,
         "wall_time_s": wall,
         "command": _command_line(),
@@ -122,6 +152,20 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
     print(report.text_tables(results))
     print(f"\nwrote {', '.join(str(p) for p in paths)}  ({wall:.0f} s)")
     return 0
+
+
+def _peers_at(peers: dict, cfg: Config, threads: int) -> dict:
+    """The peers measured at `threads`: all of them, or the fp32 engines and the proxy where cfg.weights_threads
+    leaves the types below fp32 out."""
+    if cfg.weights_threads is None or threads in cfg.weights_threads:
+        return peers
+    return {name: peer for name, peer in peers.items() if name in (*ENGINES, PROXY)}
+
+
+def isolated_progress_line(rec: dict) -> str:
+    if rec["mode"] == "batched_step":
+        return streams.progress_line(rec)
+    return report.progress_line(rec) + "  (own processes)"
 
 
 def _command_line() -> str:

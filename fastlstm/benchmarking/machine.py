@@ -32,6 +32,8 @@ def machine_info(threads: list[int]) -> dict:
     import numba
     import numpy
 
+    from fastlstm.threads import MAX_THREADS
+
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -41,7 +43,7 @@ def machine_info(threads: list[int]) -> dict:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
         "threads_benchmarked": threads,
-        "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
+        "fastlstm_max_threads": MAX_THREADS,  # fastlstm.set_num_threads' limit (FASTLSTM_NUM_THREADS caps it)
         "load_average_end": load_average(),
         "os": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],

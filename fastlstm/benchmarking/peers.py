@@ -99,8 +99,9 @@ class FastLSTM(Peer):
 
     def prepare(self, model, threads, x):
         import fastlstm
+        from fastlstm.threads import MAX_THREADS
 
-        fastlstm.set_num_threads(min(threads, _numba_limit()))
+        fastlstm.set_num_threads(min(threads, MAX_THREADS))
         set_blas_threads(threads)  # fastlstm uses no BLAS; limited anyway so every row means the same
         self.engine = fastlstm.Engine(self.spec_of(model))
         self.batch = x.shape[1]
@@ -261,12 +262,6 @@ def make_peers(with_proxy: bool = True, weights=("fp32",)) -> dict[str, Peer]:
     if with_proxy:
         peers[PROXY] = Proxy()
     return peers
-
-
-def _numba_limit() -> int:
-    import numba
-
-    return numba.config.NUMBA_NUM_THREADS
 
 
 # ---- BLAS threads (numpy's OpenBLAS), so "threads=1" means one thread for every engine ----------

@@ -43,6 +43,9 @@ def sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for mode, B, threads in keys:
         recs = sorted((r for r in results["results"] if (r["mode"], r["B"], r["threads"]) == (mode, B, threads)),
                       key=lambda r: r["H"])
+        below = {name for names in COLUMNS.values() for w, name in names.items() if w != "fp32"}
+        if not any(name in r["engines"] for r in recs for name in below):
+            continue  # the types below fp32 were not measured at this thread count (--quick: 1 thread only)
         unit = "frames/s" if mode == "batched" else "us per step"
         title = f"Weights below fp32: {mode}, B={B}, {threads} thread(s), {unit}"
         headers = ["H", "weights", *COLUMNS, "vs best ORT", *(f"err {c}" for c in COLUMNS)]

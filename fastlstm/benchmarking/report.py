@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from . import quantized_report
+from . import isolated, plan_report, quantized_report, streams
 from .peers import ENGINES, PROXY
 
 PLOT_NAME = "lstm_bench.png"
@@ -65,6 +65,9 @@ def _cell(entry: dict, key: str, fmt) -> str:
 
 
 # ---- tables as rows -------------------------------------------------------------------------------
+SHARED = ", all engines in one process"  # multi-threaded rows measured side by side (isolated.py: one each)
+
+
 def sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """[(title, headers, rows)] for every (mode, B, threads) in the results."""
     recs = results["results"]
@@ -77,14 +80,15 @@ def sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for mode, B, threads in keys:
         rows_of = [r for r in recs if (r["mode"], r["B"], r["threads"]) == (mode, B, threads)]
         T = rows_of[0]["T"]
+        where = SHARED if threads > 1 else ""
         if mode == "batched":
-            title = f"Batched run, B={B}, T={T}, {threads} thread(s): throughput in frames/s (B*T / time)"
+            title = f"Batched run, B={B}, T={T}, {threads} thread(s){where}: throughput in frames/s (B*T / time)"
             value_key, fmt = "frames_per_s", _num
         elif mode == "run":
-            title = f"Run, B=1, T={T}, {threads} thread(s): us per step (whole-sequence time / T)"
+            title = f"Run, B=1, T={T}, {threads} thread(s){where}: us per step (whole-sequence time / T)"
             value_key, fmt = "us_per_step", _num
         else:
-            title = f"Step latency, B=1, {threads} thread(s): us per step (state carried)"
+            title = f"Step latency, B=1, {threads} thread(s){where}: us per step (state carried)"
             value_key, fmt = "us_per_step", _num
         headers = ["H", *[LABELS[e] for e in ENGINES], "proxy"]
         headers += [f"vs {LABELS[p]}" for p in PEERS] + ["x proxy"]
@@ -151,7 +155,26 @@ def summary_lines(results: dict) -> list[str]:
             else:
                 parts.append(f"{LABELS[p]} {rows[0][col] if rows else 'n/a'}")
         lines.append(f"{title.split(':')[0]}: fastlstm " + ", ".join(parts) + " (over H; above 1x = faster)")
-    return lines
+    return lines + isolated.summary_lines(results) + streams.summary_lines(results)
+
+
+OWN_PROCESS_NOTE = (
+    "The comparison figure for more than one thread: every engine runs in a process of its own (interleaved round "
+    "by round, each child waits for its own pools to go idle before the next one runs), so no engine's thread pool "
+    "competes with another's. `vs 1 thread` = fastlstm's 1-thread time / its time here (below 0.95x: the team "
+    "loses). `in one process` = each engine's time in the shared-process table above / its time here: above 1x, "
+    "running beside the other engines (fastlstm's team, ONNX Runtime's pool, PyTorch's OpenMP, OpenBLAS) cost it "
+    "that much.")
+STREAMS_NOTE = (
+    "Batched step: `eng.step(x (B, I), state)`, ONNX Runtime `session.run` on the T=1 model at batch B feeding h/c "
+    "back, PyTorch `lstm(x (1, B, I), (h, c))`, the proxy `[W | R] @ [x ; h]` with B columns; us per call. "
+    "`per stream` = fastlstm's call / B; `÷ 1 stream` = that against fastlstm's B = 1 call (issue 12's target at "
+    "B = 16, H = 128, I = 40, 1 thread: at most 0.3x). `(1, I) +us` = a (1, I) frame against the (I,) frame at "
+    "B = 1 (target at most +1 us); `pool +us` = `StreamPool.step` with B open streams against the batched step "
+    "(target at most +2 us). Two Python threads: one shared engine, each thread stepping its own stream "
+    "(`step(x, state, out=buf)`), against the same frames stepped one stream after the other on one thread, at "
+    "the same thread budget (`fastlstm.set_num_threads`); the target at H = 512 is at least 1.3x. `bit-identical`: "
+    "the streams stepped concurrently end in exactly the serial states.")
 
 
 # ---- renderers ------------------------------------------------------------------------------------
@@ -177,7 +200,8 @@ def text_tables(results: dict) -> str:
     parts = []
     for title, headers, rows in sections(results):
         parts += ["", title, _text_table(headers, rows)]
-    for title, headers, rows in quantized_report.sections(results):
+    for title, headers, rows in [*isolated.sections(results), *streams.sections(results),
+                                 *quantized_report.sections(results)]:
         parts += ["", title, _text_table(headers, rows)]
     parts += [NOISY_NOTE]
     cs = results["coldstart"]
@@ -186,6 +210,7 @@ def text_tables(results: dict) -> str:
     mem = results["memory"]
     parts += ["", f"Load memory, H={mem['H']} (peak RSS growth during load + first call vs file size)",
               _text_table(*memory_rows(results))]
+    parts += ["", "Kernel plan:"] + plan_report.lines(results, markdown=False)
     parts += ["", "Summary:"] + ["  " + s for s in summary_lines(results)]
     return "\n".join(parts)
 
@@ -204,7 +229,7 @@ def markdown(results: dict) -> str:
         "",
         f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable by this process)",
         f"- Threads benchmarked: {', '.join(map(str, m['threads_benchmarked']))} "
-        f"(NUMBA_NUM_THREADS={m['numba_num_threads']})",
+        f"(fastlstm may use up to {m['fastlstm_max_threads']})",
         f"- {m['os']}, Python {m['python']}",
         f"- fastlstm {v['fastlstm']}, numba {v['numba']}, numpy {v['numpy']}, "
         f"ONNX Runtime {v['onnxruntime'] or 'not installed'}, PyTorch {v['torch'] or 'not installed'}",
@@ -218,6 +243,9 @@ def markdown(results: dict) -> str:
                     "pessimistic for every engine. Rerun on an idle machine before deciding.**"]
     if peer_notes:
         out += [f"- Not measured: {'; '.join(peer_notes)}"]
+    plan = plan_report.lines(results, markdown=True)
+    if plan:
+        out += ["", "## Kernel plan and threads", ""] + plan
     out += ["", "## At a glance", ""] + [f"- {s}" for s in summary_lines(results)]
     out += ["", f"![us per step against H]({PLOT_NAME})", ""]
     out += ["## Latency and throughput", "",
@@ -227,6 +255,16 @@ def markdown(results: dict) -> str:
             ""]
     for title, headers, rows in sections(results):
         out += [f"### {title}", "", _md_table(headers, rows), ""]
+    own = isolated.sections(results)
+    if own:
+        out += ["## Several threads, each engine in its own process", "", OWN_PROCESS_NOTE, ""]
+        for title, headers, rows in own:
+            out += [f"### {title}", "", _md_table(headers, rows), ""]
+    stream_sections = streams.sections(results)
+    if stream_sections:
+        out += ["## Streaming: batched step and Python threads", "", STREAMS_NOTE, ""]
+        for title, headers, rows in stream_sections:
+            out += [f"### {title}", "", _md_table(headers, rows), ""]
     below = quantized_report.sections(results)
     if below:
         out += ["## Weights below fp32", "", quantized_report.NOTE, "",
@@ -260,7 +298,13 @@ def markdown(results: dict) -> str:
             "ONNX Runtime `intra_op_num_threads=N`, `torch.set_num_threads(N)`. "
             "Engines keep their default thread-pool behaviour (e.g. ONNX Runtime's spinning workers), "
             "but before every block the timer waits until the other engines' pools have stopped "
-            "spinning, so an idle engine does not hold a core the timed one needs.",
+            "spinning, so an idle engine does not hold a core the timed one needs. With more than one "
+            "thread every configuration is also measured with each engine in a process of its own "
+            "(`fastlstm/benchmarking/isolated.py`): the comparison figure; the shared-process one is what "
+            "running the engines side by side costs.",
+            "- 1-thread rows, batched step and Python threads run interleaved in the benchmark process; "
+            "fastlstm's thread crossovers are read from the calibration cache (or measured) before the "
+            "first timed call.",
             "- proxy: numpy BLAS over the weight bytes the LSTM reads, timed the same way: per step "
             "`[W | R] @ [x_t ; h]` (4H x (I+H) float32), per run one GEMM `x @ W.T` plus T products "
             "`R @ h`. What streaming the weights costs with no cell arithmetic: a roofline reference.",
