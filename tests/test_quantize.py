@@ -169,7 +169,10 @@ def test_engine_runs_the_weights_the_matrices_stand_for(kind):
     ref_y, ref_h, ref_c = reference_run(float64_spec(spec), x)
     assert rel_error(y, ref_y) <= 2e-5 and rel_error(st.c, ref_c) <= 2e-5
     y_dq, _ = fastlstm.Engine(dequantize(spec)).run(x)
-    assert np.array_equal(y, y_dq)  # the engine's semantics are exactly dequantize()'s
+    if kind == "int8":  # the kernels scale each piece's sum, not each weight: float32 rounding apart
+        assert rel_error(y, y_dq) <= 2e-6
+    else:  # fp16 / bf16 widen exactly: dequantize()'s numbers, bit for bit
+        assert np.array_equal(y, y_dq)
 
 
 @pytest.mark.parametrize("kind", TYPES)

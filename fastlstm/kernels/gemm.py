@@ -18,7 +18,9 @@ Arguments travel as named tuples of pointers and sizes (see the constructors bel
 Every field is a plain (non-literal) int64 / bool / pointer, so all call sites share one compiled copy.
 
 Summation (config.K_PIECE): k goes in pieces of K_PIECE; each piece is a chain from 0 (tiles.py) whose sum
-is added once to the running value: the start (bias, or what `out` holds), then each piece in order. A
+is added once to the running value: the start (bias, or what `out` holds), then each piece in order. int8
+weights enter the chains as float(q); a piece's sum is scaled by its rows' scales in that one addition
+(an FMA: a + s * p; with s = 1 for the other types it is exactly a + p). A
 running value waits in `out` between pieces as the float32 it is in a register, so where a piece is
 computed (a tile, a lone row, another thread) changes no bit.
 
@@ -35,7 +37,7 @@ from numba.extending import overload
 
 from .cell import update_fast
 from .config import JIT, K_PIECE
-from .simd import FloatPtr, is_scaled, stack_floats, vadd, vload, vsplat, vstore, wscaled
+from .simd import FloatPtr, is_scaled, stack_floats, vfma, vload, vsplat, vstore, wload
 from .target import LANES
 from .tiles import G, gemm_2row, gemm_4row, gemm_6row, gemv_1blk, gemv_2blk
 
@@ -112,12 +114,18 @@ def block_done(sums, o, a0, a1, a2, a3, cell, r, blk):
         vstore(out, o + 3 * LANES, a3)
 
 
+@njit(inline="always")
+def add_scaled(a, p, s):
+    """a + s * p for 4 vectors, each lane rounded once (an FMA): a piece's sums p added to the running value a
+    with the row scales s (int8 weights; ones otherwise, and fma(1, p, a) is exactly a + p)."""
+    return vfma(s[0], p[0], a[0]), vfma(s[1], p[1], a[1]), vfma(s[2], p[2], a[2]), vfma(s[3], p[3], a[3])
+
+
 @njit(**JIT)
-def add_piece(sums, o, piece, k0, partial, cell, r, blk):
-    """A tile row's piece sums (4 vectors) added to its running value (the start at k0 = 0, else what out[o:]
-    holds): parked in out[o:] when more pieces follow, else block_done."""
-    a0, a1, a2, a3 = tile_start(sums, k0, o, blk)
-    a0, a1, a2, a3 = vadd(a0, piece[0]), vadd(a1, piece[1]), vadd(a2, piece[2]), vadd(a3, piece[3])
+def add_piece(sums, o, piece, k0, partial, cell, r, blk, s):
+    """A tile row's piece sums (4 vectors) added, times the row scales s, to its running value (the start at
+    k0 = 0, else what out[o:] holds): parked in out[o:] when more pieces follow, else block_done."""
+    a0, a1, a2, a3 = add_scaled(tile_start(sums, k0, o, blk), piece, s)
     if partial:
         out = sums.out
         vstore(out, o, a0)
@@ -161,32 +169,32 @@ def tile_start(sums, k0, o, blk):
 
 # ---- row tiles: one per plan (only the plan's own tiles are ever compiled) ----------------------------------
 @njit(**JIT)
-def tile_2rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
+def tile_2rows(w, slab, kn, k0, src, j, sums, blk, partial, cell, scale):
     """Rows j, j+1 of block blk over k = k0..k0+kn (gemm_2row)."""
     o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
     r0, r1 = src.rows[j], src.rows[j + 1]
     st, b = src.stride, src.base + k0
     s = gemm_2row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, zeros8())
-    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk)
-    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk)
+    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk, scale)
+    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk, scale)
 
 
 @njit(**JIT)
-def tile_4rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
+def tile_4rows(w, slab, kn, k0, src, j, sums, blk, partial, cell, scale):
     """Rows j..j+3 of block blk over k = k0..k0+kn (gemm_4row)."""
     o0, o1 = sums.offsets[j] + blk * G, sums.offsets[j + 1] + blk * G
     o2, o3 = sums.offsets[j + 2] + blk * G, sums.offsets[j + 3] + blk * G
     r0, r1, r2, r3 = src.rows[j], src.rows[j + 1], src.rows[j + 2], src.rows[j + 3]
     st, b = src.stride, src.base + k0
     s = gemm_4row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, zeros16())
-    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk)
-    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk)
-    add_piece(sums, o2, s[8:12], k0, partial, cell, r2, blk)
-    add_piece(sums, o3, s[12:16], k0, partial, cell, r3, blk)
+    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk, scale)
+    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk, scale)
+    add_piece(sums, o2, s[8:12], k0, partial, cell, r2, blk, scale)
+    add_piece(sums, o3, s[12:16], k0, partial, cell, r3, blk, scale)
 
 
 @njit(**JIT)
-def tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
+def tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell, scale):
     """Rows j..j+5 of block blk over k = k0..k0+kn (gemm_6row)."""
     off = sums.offsets
     o0, o1, o2 = off[j] + blk * G, off[j + 1] + blk * G, off[j + 2] + blk * G
@@ -196,12 +204,12 @@ def tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell):
     st, b = src.stride, src.base + k0
     s = gemm_6row(w, slab, kn, src.v, b + r0 * st, b + r1 * st, b + r2 * st, b + r3 * st, b + r4 * st,
                   b + r5 * st, zeros24())
-    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk)
-    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk)
-    add_piece(sums, o2, s[8:12], k0, partial, cell, r2, blk)
-    add_piece(sums, o3, s[12:16], k0, partial, cell, r3, blk)
-    add_piece(sums, o4, s[16:20], k0, partial, cell, r4, blk)
-    add_piece(sums, o5, s[20:24], k0, partial, cell, r5, blk)
+    add_piece(sums, o0, s[0:4], k0, partial, cell, r0, blk, scale)
+    add_piece(sums, o1, s[4:8], k0, partial, cell, r1, blk, scale)
+    add_piece(sums, o2, s[8:12], k0, partial, cell, r2, blk, scale)
+    add_piece(sums, o3, s[12:16], k0, partial, cell, r3, blk, scale)
+    add_piece(sums, o4, s[16:20], k0, partial, cell, r4, blk, scale)
+    add_piece(sums, o5, s[20:24], k0, partial, cell, r5, blk, scale)
 
 
 @njit(inline="always")
@@ -215,12 +223,12 @@ def split_wide(n):
 
 
 @njit(**JIT)
-def panel_tiles_wide(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
+def panel_tiles_wide(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell, scale):
     """AVX-512 plan: the rows p0..p1 of a panel in 6-row tiles up to n_tall, then 4-row tiles."""
     for j in range(p0, min(p1, n_tall), 6):
-        tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell)
+        tile_6rows(w, slab, kn, k0, src, j, sums, blk, partial, cell, scale)
     for j in range(max(p0, n_tall), p1, 4):
-        tile_4rows(w, slab, kn, k0, src, j, sums, blk, partial, cell)
+        tile_4rows(w, slab, kn, k0, src, j, sums, blk, partial, cell, scale)
 
 
 @njit(inline="always")
@@ -230,10 +238,10 @@ def split_narrow(n):
 
 
 @njit(**JIT)
-def panel_tiles_narrow(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell):
+def panel_tiles_narrow(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, partial, cell, scale):
     """AVX2 plan: the rows p0..p1 of a panel in 2-row tiles."""
     for j in range(p0, p1, 2):
-        tile_2rows(w, slab, kn, k0, src, j, sums, blk, partial, cell)
+        tile_2rows(w, slab, kn, k0, src, j, sums, blk, partial, cell, scale)
 
 
 if LANES == 16:
@@ -262,14 +270,10 @@ def _tile_source(w, slab, kn, s, piece):
     if w == FloatPtr:
         return lambda w, slab, kn, s, piece: (w, slab)  # fp32 weights: read in place
 
-    def dequantized(w, slab, kn, s, piece):  # other types: widened (and scaled) once into an L1 buffer,
-        dst = piece  # then every tile of the panel reads fp32 from there
-        for k in range(kn):
-            row = slab + k * G
-            vstore(dst, k * G, wscaled(w, row, s[0]))
-            vstore(dst, k * G + LANES, wscaled(w, row + LANES, s[1]))
-            vstore(dst, k * G + 2 * LANES, wscaled(w, row + 2 * LANES, s[2]))
-            vstore(dst, k * G + 3 * LANES, wscaled(w, row + 3 * LANES, s[3]))
+    def dequantized(w, slab, kn, s, piece):  # other types: widened once into an L1 buffer (int8 unscaled:
+        dst = piece  # the scales come with add_piece), then every tile of the panel reads fp32 from there
+        for k in range(kn * 4):
+            vstore(dst, k * LANES, wload(w, slab + k * LANES))
         return dst, np.int64(0)
 
     return dequantized
@@ -287,7 +291,7 @@ def tile_pass(wt, src, n_tall, tiled, sums, blk0, blk1, down, cell, tiling, piec
             for k0 in range(0, wt.K, K_PIECE):
                 kn = min(K_PIECE, wt.K - k0)
                 w, slab = tile_source(wt.w, wt.slabs + (blk * wt.K + k0) * G, kn, s, piece)
-                panel_tiles(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell)
+                panel_tiles(w, slab, kn, k0, src, p0, p1, n_tall, sums, blk, k0 + kn < wt.K, cell, s)
         p0 = p1
 
 
@@ -312,9 +316,8 @@ def gates_add(wt, src, then, then_src, n, sums, blk0, blk1, down, cell, tiling):
                       down, cell, tiling, piece)
         else:
             tile_pass(wt, src, n_tall, tiled, sums, blk0, blk1, down, cell, tiling, piece)
-    # leftover rows one at a time: two blocks per pass (8 chains), one on AVX2 for int8 (its 8 scale vectors
-    # would not fit the 16 registers beside the 8 sums)
-    width = 1 if is_scaled(wt.w) and LANES == 8 else 2
+    # leftover rows one at a time: two blocks per pass (8 chains in flight)
+    width = 2
     slots = (blk1 - blk0 + width - 1) // width
     for j in range(tiled, n):
         r = src.rows[j]
@@ -339,13 +342,11 @@ def gates_add(wt, src, then, then_src, n, sums, blk0, blk1, down, cell, tiling):
 @njit(**JIT)
 def pieces_1blk(wt, blk, v, voff, a):
     """a (4 vectors) + slab of block blk @ v[voff : voff+K], piece by piece (a chain from 0 per piece)."""
-    a0, a1, a2, a3 = a
     s = block_scales(wt, blk)
     slab = wt.slabs + blk * wt.K * G
     for k0 in range(0, wt.K, K_PIECE):
-        d = gemv_1blk(wt.w, slab + k0 * G, min(K_PIECE, wt.K - k0), v, voff + k0, s, *zeros4())
-        a0, a1, a2, a3 = vadd(a0, d[0]), vadd(a1, d[1]), vadd(a2, d[2]), vadd(a3, d[3])
-    return a0, a1, a2, a3
+        a = add_scaled(a, gemv_1blk(wt.w, slab + k0 * G, min(K_PIECE, wt.K - k0), v, voff + k0, *zeros4()), s)
+    return a
 
 
 @njit(**JIT)
@@ -355,9 +356,9 @@ def pieces_2blk(wt, blk, v, voff, a):
     s, t = block_scales(wt, blk), block_scales(wt, blk + 1)
     slab, slab2 = wt.slabs + blk * wt.K * G, wt.slabs + (blk + 1) * wt.K * G
     for k0 in range(0, wt.K, K_PIECE):
-        d = gemv_2blk(wt.w, slab + k0 * G, slab2 + k0 * G, min(K_PIECE, wt.K - k0), v, voff + k0, s, t, *zeros8())
-        a0, a1, a2, a3 = vadd(a0, d[0]), vadd(a1, d[1]), vadd(a2, d[2]), vadd(a3, d[3])
-        b0, b1, b2, b3 = vadd(b0, d[4]), vadd(b1, d[5]), vadd(b2, d[6]), vadd(b3, d[7])
+        d = gemv_2blk(wt.w, slab + k0 * G, slab2 + k0 * G, min(K_PIECE, wt.K - k0), v, voff + k0, *zeros8())
+        a0, a1, a2, a3 = add_scaled((a0, a1, a2, a3), d[0:4], s)
+        b0, b1, b2, b3 = add_scaled((b0, b1, b2, b3), d[4:8], t)
     return a0, a1, a2, a3, b0, b1, b2, b3
 
 

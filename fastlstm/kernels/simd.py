@@ -264,8 +264,8 @@ def keep(typingctx, arr):
 
 # ---- weights below float32, widened to FVec in registers (issue: reduced-precision weights) -----------------
 # A weight pointer's element type says how its values are stored (plan.py packs them; the tiles read them
-# through wload / wscaled, which the compiler specialises by that type: an fp32 model compiles none of this).
-#   float32*  fp32        int8*  int8 (times a per-row scale)
+# through wload, which the compiler specialises by that type: an fp32 model compiles none of this).
+#   float32*  fp32        int8*  int8 (its per-row scale applied per piece of k: gemm.add_scaled)
 #   uint16*   bf16 bits   int16* fp16 bits (numba has no float16 on the CPU; the bits are widened here)
 Int8Ptr = types.CPointer(types.int8)
 Bf16Ptr = types.CPointer(types.uint16)
@@ -320,20 +320,6 @@ def wload(typingctx, ptr, idx):
         return _widen(context, builder, sig.args[0], _address(context, builder, args[0], sig.args[1], args[1]))
 
     return FVec(ptr, idx), codegen
-
-
-@intrinsic
-def wscaled(typingctx, ptr, idx, scale):
-    """wload, times the row scales `scale` for int8 weights (the other types ignore it): the weights exactly
-    as QuantizedMatrix.dequantize() gives them, float32(q) * scale rounded once."""
-    if ptr not in _WEIGHT_POINTERS.values():
-        raise TypingError(f"wscaled: expected a weight pointer, got {ptr}")
-
-    def codegen(context, builder, sig, args):
-        value = _widen(context, builder, sig.args[0], _address(context, builder, args[0], sig.args[1], args[1]))
-        return builder.fmul(value, args[2]) if sig.args[0] == Int8Ptr else value
-
-    return FVec(ptr, idx, FVec), codegen
 
 
 @intrinsic

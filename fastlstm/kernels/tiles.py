@@ -11,7 +11,7 @@ FMA chain over its piece of k (at most config.K_PIECE values) in order, from the
 caller gives (zeros: gemm.py adds each piece's sum to the running value once). The tiles differ only in how
 many chains run side by side, never in the order inside a chain:
 
-    gemv_1blk   one input row, one block        4 chains (the leftover block; int8 rows on AVX2)
+    gemv_1blk   one input row, one block        4 chains (the leftover block)
     gemv_2blk   one input row, two blocks       8 chains: enough in flight to hide FMA latency
     gemm_2row   two input rows, one block       8 chains sharing every weight load     (AVX2 plan)
     gemm_4row   four input rows, one block     16 chains                               (AVX-512 plan)
@@ -21,53 +21,52 @@ Register budget per plan (accumulators + weight vectors + one broadcast, checked
 inspect_asm, see docs/performance.md): AVX-512 (32 zmm): 6 rows = 24 + 4 + 1 = 29. AVX2 (16 ymm):
 2 rows = 8 + 4 + 1 = 13; a 3-row tile (12 + 4 + 1 = 17) spills, measured 46 vs 96 GFLOP/s on Zen 3.
 
-The GEMV tiles read weights of any stored type (simd.wscaled: fp32, or int8 / fp16 / bf16 widened in
-registers, int8 times the row scales `s`, four vectors per block), so a quantized model's chains are the
-fp32 chains of its dequantized weights, bit for bit. The GEMM tiles read fp32 only: gemm.py dequantizes a
-quantized slab piece into an L1 buffer first (amortised over every row of the panel).
+The GEMV tiles read weights of any stored type (simd.wload: fp32, or int8 / fp16 / bf16 widened in
+registers). int8 weights enter the chains unscaled, as float(q): gemm.py applies each row's scale once per
+piece (a piece's sum times its scale, added to the running value in one FMA), which keeps the loop at two
+instructions per vector of weights (widen, FMA) instead of three. The GEMM tiles read fp32 only: gemm.py
+widens a quantized slab piece into an L1 buffer first (amortised over every row of the panel), the same
+float(q) values.
 """
 
 from numba import njit
 
 from .config import JIT
-from .simd import vfma, vload, vsplat, wscaled
+from .simd import vfma, vload, vsplat, wload
 from .target import LANES
 
 G = 4 * LANES  # floats per slab row: four gate vectors
 
 
 @njit(**JIT)
-def gemv_1blk(w, off, K, v, voff, s, a0, a1, a2, a3):
-    """(a0..a3) + slab @ v[voff : voff+K], slab = w[off : off + K*G] as (K, G) k-major; s: the block's
-    four scale vectors (int8 weights; ignored for the others)."""
-    s0, s1, s2, s3 = s
+def gemv_1blk(w, off, K, v, voff, a0, a1, a2, a3):
+    """(a0..a3) + slab @ v[voff : voff+K], slab = w[off : off + K*G] as (K, G) k-major (weights widened to
+    float32, int8 unscaled)."""
     for k in range(K):
         row = off + k * G
         x = vsplat(v[voff + k])
-        a0 = vfma(wscaled(w, row, s0), x, a0)
-        a1 = vfma(wscaled(w, row + LANES, s1), x, a1)
-        a2 = vfma(wscaled(w, row + 2 * LANES, s2), x, a2)
-        a3 = vfma(wscaled(w, row + 3 * LANES, s3), x, a3)
+        a0 = vfma(wload(w, row), x, a0)
+        a1 = vfma(wload(w, row + LANES), x, a1)
+        a2 = vfma(wload(w, row + 2 * LANES), x, a2)
+        a3 = vfma(wload(w, row + 3 * LANES), x, a3)
     return a0, a1, a2, a3
 
 
 @njit(**JIT)
-def gemv_2blk(w, off, off2, K, v, voff, s, t, a0, a1, a2, a3, b0, b1, b2, b3):
-    """gemv_1blk for two blocks (slabs at off and off2, scales s and t) and the same input row."""
-    s0, s1, s2, s3 = s
-    t0, t1, t2, t3 = t
+def gemv_2blk(w, off, off2, K, v, voff, a0, a1, a2, a3, b0, b1, b2, b3):
+    """gemv_1blk for two blocks (slabs at off and off2) and the same input row."""
     for k in range(K):
         x = vsplat(v[voff + k])
         row = off + k * G
-        a0 = vfma(wscaled(w, row, s0), x, a0)
-        a1 = vfma(wscaled(w, row + LANES, s1), x, a1)
-        a2 = vfma(wscaled(w, row + 2 * LANES, s2), x, a2)
-        a3 = vfma(wscaled(w, row + 3 * LANES, s3), x, a3)
+        a0 = vfma(wload(w, row), x, a0)
+        a1 = vfma(wload(w, row + LANES), x, a1)
+        a2 = vfma(wload(w, row + 2 * LANES), x, a2)
+        a3 = vfma(wload(w, row + 3 * LANES), x, a3)
         row = off2 + k * G
-        b0 = vfma(wscaled(w, row, t0), x, b0)
-        b1 = vfma(wscaled(w, row + LANES, t1), x, b1)
-        b2 = vfma(wscaled(w, row + 2 * LANES, t2), x, b2)
-        b3 = vfma(wscaled(w, row + 3 * LANES, t3), x, b3)
+        b0 = vfma(wload(w, row), x, b0)
+        b1 = vfma(wload(w, row + LANES), x, b1)
+        b2 = vfma(wload(w, row + 2 * LANES), x, b2)
+        b3 = vfma(wload(w, row + 3 * LANES), x, b3)
     return a0, a1, a2, a3, b0, b1, b2, b3
 
 
