@@ -20,7 +20,7 @@ import weakref
 import numpy as np
 
 from .errors import InputError
-from .kernels.team import QUIT, control_block
+from .kernels.team import MAX_PARTS, QUIT, control_block
 
 # Linux x86-64 only: the team sleeps and wakes through the futex system call (number 202 there).
 TEAMS_SUPPORTED = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
@@ -37,7 +37,7 @@ def _default_threads() -> int:
     return max(1, cores) if TEAMS_SUPPORTED else 1
 
 
-MAX_THREADS = max(_default_threads(), 1)
+MAX_THREADS = max(1, min(_default_threads(), MAX_PARTS))  # a phase has at most MAX_PARTS parts
 _budget = [MAX_THREADS]  # a one-element list: read without a lock on the step path
 # One entry per Python thread inside a kernel now, after _BASE placeholders: append/pop are atomic under the GIL,
 # and a list that never shrinks below half its capacity never reallocates (a step allocates nothing).
