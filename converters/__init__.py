@@ -5,7 +5,7 @@ inside its functions.
 """
 
 from .onnx_export import to_onnx
-from .onnx_import import from_onnx
+from .onnx_graph import from_onnx
 from .verify import verify
 
 __all__ = ["from_onnx", "to_onnx", "verify"]

@@ -18,6 +18,7 @@ from .kernels.recurrence import (
     step_stack,
 )
 from .spec import ModelSpec
+from .stages import ModelLayers
 from .state import State, check_state
 
 
@@ -60,6 +61,11 @@ class Engine:
         # the checked path when more than one thread is allowed (~1.5 µs, small next to their step)
         self._fast_step = None
         self._default_state = self.new_state(1)
+        # ---- whole models: the layers before / after the LSTM (stages.py); None for a bare LSTM
+        self._layers = ModelLayers(spec) if (spec.pre or spec.post) else None
+        self.vocab_size = spec.vocab_size  # token ids in [0, V) when the model starts with an Embedding
+        self.in_features = spec.in_features  # features per step otherwise
+        self.out_features = spec.out_features  # what run() / step() return per row
         # The default stream is the one mutable part of an Engine: a second thread using it while one
         # already is gets an InputError. The guard is a one-token list used as a non-blocking try-lock:
         # list.pop()/append() are atomic (GIL; a per-object lock in free-threaded builds) and cost ~25 ns,
@@ -103,11 +109,19 @@ class Engine:
     def run(self, x, state: State | None = None, sequence_lens=None, batch_first: bool = False):
         """Run a whole sequence.
 
-        x: (T, I) or (T, B, I) time-major, or (B, T, I) with batch_first=True.
+        x: (T, I) or (T, B, I) time-major, or (B, T, I) with batch_first=True; for a model that starts
+        with an Embedding, int token ids (T,), (T, B) or (B, T) with batch_first=True.
         Returns y (T, D*Hout) / (T, B, D*Hout) (or (B, T, D*Hout) with batch_first) and the final
-        State. The state passed in is not modified.
+        State; a whole model returns its head's output instead: (T, [B,] C) per step, or (B, C) / (C,)
+        when it selects the last (valid) step. The state passed in is not modified.
         """
-        x3, squeeze = self._check_sequence(x, batch_first)
+        return self._run(x, state, sequence_lens, batch_first, every_step=False)
+
+    def _run(self, x, state, sequence_lens, batch_first, every_step):
+        if self._layers is not None:  # ---- input stage: ids / features through the layers before the LSTM
+            x3, squeeze = self._layers.sequence_input(x, batch_first)
+        else:
+            x3, squeeze = self._check_sequence(x, batch_first)
         T, B, _ = x3.shape
         lens = self._check_lens(sequence_lens, T, B)
         h_shape, c_shape = self._state_shapes(B)
@@ -133,6 +147,8 @@ class Engine:
                     run_serial(self._wbuf, pd.meta, xw, lens, final.h[l, d], final.c[l, d], y_dir)
             layer_input = out
         y = layer_input
+        if self._layers is not None:  # ---- output stage: the layers after the LSTM
+            return self._layers.sequence_output(y, final.h, lens, squeeze, batch_first, every_step), final
         if squeeze:  # (T, I) in: (T, D*Hout) out, whatever batch_first says
             return y[:, 0], final
         if batch_first:
@@ -154,6 +170,8 @@ class Engine:
         """
         if state is None:
             return self._on_default_stream(self.step, x_t)
+        if self._layers is not None:
+            return self._step_model(x_t, state)
         # The streaming case (one float32 (I,) frame, a batch-1 State) is one numba call: the closed
         # dispatcher checks the argument types in C and the kernel checks the shapes (step_fits), so
         # this side checks nothing. Any other input, or a refusal, takes the checked path, which
@@ -187,6 +205,23 @@ class Engine:
         B = x.shape[0]
         check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
         x = np.ascontiguousarray(_as_float32(x, "x_t")).reshape(-1)  # (B*I,) rows, as the kernels read them
+        self._advance(x, state, B)
+        out = state.h[-1, 0].copy()
+        return out[0] if squeeze else out
+
+    def _step_model(self, x_t, state: State):
+        """step() of a whole model: input stage, the LSTM step, output stage (each one numba call)."""
+        if not self.streamable:
+            raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
+                             "future); use run() on the whole sequence")
+        x, squeeze = self._layers.step_input(x_t, state.scratch)
+        B = x.shape[0]
+        check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
+        self._advance(x.reshape(-1), state, B)
+        return self._layers.step_output(state.h[-1, 0], squeeze, state.scratch)
+
+    def _advance(self, x, state: State, B: int) -> None:
+        """The LSTM step: every layer of B streams by one frame, x (B*I,) float32; `state` checked by the caller."""
         scratch = state.scratch(scratch_size(self._meta, B))
         threads = numba.get_num_threads() if self._step_parallel and B == 1 else 1
         if threads > 1:
@@ -196,8 +231,6 @@ class Engine:
         if not stepped:  # check_state passed, so the kernel's own shape check cannot refuse
             raise RuntimeError("fastlstm internal error: the step kernel refused shapes that check_state "
                                "accepted; please report it")
-        out = state.h[-1, 0].copy()
-        return out[0] if squeeze else out
 
     def step_chunk(self, x, state: State | None = None):
         """Advance streams by a chunk of T frames in one call: x (T, I) -> y (T, Hout) for a batch-1 state,
@@ -210,10 +243,10 @@ class Engine:
         if not self.streamable:
             raise InputError("step_chunk() needs a model without reverse directions; use run()")
         x = np.asarray(x)
-        if x.ndim in (2, 3) and x.shape[0] == 0 and x.shape[-1] == self.input_size:
+        if self._layers is None and x.ndim in (2, 3) and x.shape[0] == 0 and x.shape[-1] == self.input_size:
             check_state(state, *self._state_shapes(1 if x.ndim == 2 else x.shape[1]))
             return np.zeros((*x.shape[:-1], self.output_size), dtype=np.float32)
-        y, final = self.run(x, state)
+        y, final = self._run(x, state, None, False, every_step=True)
         state.h[...] = final.h
         state.c[...] = final.c
         return y

@@ -5,12 +5,18 @@ The JSON maps tensor names to {"dtype": "F32", "shape": [...], "data_offsets": [
 relative to the first tensor byte, contiguous, no holes) and holds "__metadata__": {"fastlstm": JSON}
 with the format version, sizes, per layer/direction cell options, source and verify results.
 Any safetensors reader can open the file; ours validates every field before touching tensor bytes.
+
+Versions: 1 holds the LSTM stack only. 2 adds the layers around it (fastlstm.layers): metadata lists
+"pre" and "post" of layer entries (layers.layer_meta) and their tensors are named "pre.K.table",
+"post.K.weight", ... (shapes implied by the entries). A model without such layers is written as version
+1, byte for byte as before version 2 existed; this fastlstm reads both.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import mmap
 import os
 import stat
@@ -20,12 +26,15 @@ import numpy as np
 
 from .atomic import write_atomically
 from .errors import FormatError, SpecError
+from .layers import layer_arrays, layer_from, layer_meta, layer_tensors
 from .spec import CellOptions, DirectionSpec, ModelSpec
 
 FORMAT_NAME = "fastlstm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written for models with layers around the LSTM; bare LSTMs are written as version 1
+READ_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 16 << 20  # a header this large is not one we wrote: refuse before reading it
 MAX_DIM = 1 << 20  # hidden/input sizes beyond this are refused before any allocation
+MAX_LAYERS = 64  # layers before / after the LSTM in one file
 _ALIGN = 64  # header is space-padded so tensor data starts on a cache line
 
 
@@ -53,9 +62,10 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
         ]
         for layer in spec.layers
     ]
+    has_layers = bool(spec.pre or spec.post)
     meta = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if has_layers else 1,
         "input_size": int(spec.input_size),
         "hidden_size": int(spec.hidden_size),
         "num_layers": int(spec.num_layers),
@@ -74,6 +84,11 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
                 arrays.append((prefix + "peephole", ds.peephole))
             if ds.proj is not None:
                 arrays.append((prefix + "proj", ds.proj))
+    if has_layers:
+        for where, layers in (("pre", spec.pre), ("post", spec.post)):
+            meta[where] = [layer_meta(layer) for layer in layers]
+            for k, layer in enumerate(layers):
+                arrays += [(f"{where}.{k}.{suffix}", array) for suffix, array in layer_arrays(layer).items()]
     header: dict = {"__metadata__": {FORMAT_NAME: json.dumps(meta, sort_keys=True)}}
     offset = 0
     for name, array in arrays:
@@ -136,6 +151,9 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
     for l in range(spec_like["num_layers"]):
         for d in range(spec_like["num_directions"]):
             expected.update(_tensor_names(spec_like, l, d))
+    for where in ("pre", "post"):
+        for k, entry in enumerate(spec_like[where]):
+            expected.update({f"{where}.{k}.{suffix}": shape for suffix, shape in entry["tensors"].items()})
     found = {k for k in header if k != "__metadata__"}
     if found != set(expected):
         missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
@@ -164,7 +182,7 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         ):
             raise FormatError(f"{where}: tensor {name} has malformed data_offsets {_show(offsets)}")
         begin, end = offsets
-        nbytes = 4 * int(np.prod(shape))
+        nbytes = 4 * math.prod(shape)  # Python ints: a lying shape cannot overflow
         if not 0 <= begin <= end <= data_len or end - begin != nbytes:
             raise FormatError(
                 f"{where}: tensor {name} spans bytes [{begin}, {end}) but needs {nbytes} bytes "
@@ -204,6 +222,8 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         layers=layers,
         source=meta.get("source") if isinstance(meta.get("source"), dict) else {},
         verify=meta.get("verify") if isinstance(meta.get("verify"), dict) else {},
+        pre=_layers_of(spec_like, "pre", arrays),
+        post=_layers_of(spec_like, "post", arrays),
     )
     try:
         return spec.validate()
@@ -216,10 +236,10 @@ def _check_meta(meta: dict, where: str) -> dict:
     if meta.get("format") != FORMAT_NAME:
         raise FormatError(f"{where}: not a fastlstm file (format {_show(meta.get('format'))})")
     version = meta.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:  # 1.0 and true are not version 1
+    if type(version) is not int or version not in READ_VERSIONS:  # 1.0 and true are not version 1
         raise FormatError(
             f"{where}: format version {_show(version)} is not supported "
-            f"(this fastlstm reads {FORMAT_VERSION})"
+            f"(this fastlstm reads {', '.join(map(str, READ_VERSIONS))})"
         )
     limits = {"input_size": (1, MAX_DIM), "hidden_size": (1, MAX_DIM), "num_layers": (1, 1024),
               "num_directions": (1, 2), "proj_size": (0, MAX_DIM)}
@@ -245,7 +265,26 @@ def _check_meta(meta: dict, where: str) -> dict:
             except SpecError as exc:
                 raise FormatError(f"{where}: {_cut(str(exc), 300)}") from None
             cell["peephole"], cell["reverse"] = bool(cell.get("peephole")), bool(cell.get("reverse"))
+    for key in ("pre", "post"):  # version 2: the layers around the LSTM; version 1 has none
+        entries = meta.get(key, []) if version >= 2 else []
+        if not isinstance(entries, list) or len(entries) > MAX_LAYERS:
+            raise FormatError(f"{where}: metadata {key!r} must be a list of at most {MAX_LAYERS} layer entries")
+        checked = []
+        for k, entry in enumerate(entries):
+            try:
+                checked.append({"meta": entry, "tensors": layer_tensors(entry, MAX_DIM)})
+            except SpecError as exc:
+                raise FormatError(f"{where}: {key}[{k}]: {_cut(str(exc), 300)}") from None
+        meta[key] = checked
     return meta
+
+
+def _layers_of(spec_like: dict, key: str, arrays: dict) -> list:
+    layers = []
+    for k, entry in enumerate(spec_like[key]):
+        own = {suffix: arrays[f"{key}.{k}.{suffix}"] for suffix in entry["tensors"]}
+        layers.append(layer_from(entry["meta"], own))
+    return layers
 
 
 def _show(value, limit: int = 80) -> str:
