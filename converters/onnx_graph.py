@@ -165,8 +165,10 @@ class _Graph:
         spec = self.spec
         spec.pre, spec.post = pre, post
         spec.source["batch_first"] = batch_first
+        dims = self.inputs[seq].type.tensor_type.shape.dim
         spec.source["model"] = {"input": seq, "input_kind": "tokens" if on_ids else "features",
                                 "input_type": int(self.inputs[seq].type.tensor_type.elem_type),
+                                "input_shape": [d.dim_value if d.HasField("dim_value") else None for d in dims],
                                 "output": out_name, "squeeze": squeeze, **roles}
         try:
             return spec.validate()

@@ -48,6 +48,8 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--prefix", help="PyTorch: state_dict prefix of the LSTM (default: the only one)")
     convert.add_argument("--verify", action="store_true",
                          help="run the source runtime on random input, store the error, fail above tolerance")
+    convert.add_argument("--lstm-only", action="store_true",
+                         help="ONNX: convert the LSTM node(s) alone, not the layers around them")
 
     info = commands.add_parser("info", help="describe a .fastlstm file")
     info.add_argument("file")
@@ -100,7 +102,10 @@ def _dispatch(args) -> int:
     if args.command == "convert":
         from .cli_convert import convert_file
 
-        report = convert_file(args.src, args.output, node=args.node, prefix=args.prefix, verify=args.verify)
+        report = convert_file(args.src, args.output, node=args.node, prefix=args.prefix, verify=args.verify,
+                              lstm_only=args.lstm_only)
+        if report.get("note"):  # the whole model was not covered: one line, what was and the first op that was not
+            print(f"fastlstm convert: note: {_one_line(report['note'])}", file=sys.stderr)
         print(f"wrote {args.output}: {report['summary']}")
         if "verify" in report:
             v = report["verify"]
@@ -145,7 +150,16 @@ def describe(spec) -> dict:
                               for a in (ds.W, ds.R, ds.b, ds.peephole, ds.proj) if a is not None)),
         "source": spec.source,
         "verify": spec.verify,
+        **({"layers": {"pre": [_layer_info(x) for x in spec.pre], "post": [_layer_info(x) for x in spec.post]}}
+           if spec.pre or spec.post else {}),
     }
+
+
+def _layer_info(layer) -> dict:
+    from .layers import layer_arrays, layer_meta
+
+    return {**layer_meta(layer), "text": layer.describe(),
+            "shapes": {name: list(a.shape) for name, a in layer_arrays(layer).items()}}
 
 
 def format_info(spec, path: str) -> str:
@@ -165,6 +179,10 @@ def format_info(spec, path: str) -> str:
             if cell["clip"] is not None:
                 extras.append(f"clip={cell['clip']:g}")
             lines.append(f"  cell {l}.{k}    {'/'.join(cell['activations'])} {' '.join(extras)}".rstrip())
+    for where, label in (("pre", "before"), ("post", "after")):
+        for layer in d.get("layers", {}).get(where, []):
+            shapes = ", ".join(f"{k} {tuple(v)}" for k, v in layer["shapes"].items())
+            lines.append(f"  {label:<11} {layer['text']}{f'  [{shapes}]' if shapes else ''}")
     # source and verify are free-form metadata from the file: print them escaped, never trust their types
     source = ", ".join(f"{_one_line(k)}={_one_line(v)}" for k, v in sorted(d["source"].items())) or "unknown"
     lines.append(f"  source      {source}")

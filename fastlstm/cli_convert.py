@@ -31,10 +31,14 @@ def source_kind(path: str) -> str:
 
 
 def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None = None,
-                 verify: bool = False) -> dict:
+                 verify: bool = False, lstm_only: bool = False) -> dict:
     """Convert `src` into the packed file `dst`; with verify, compare against the source runtime first.
 
+    ONNX: the whole model when every op around the LSTM is covered, else the LSTM part with report["note"]
+    naming what was covered and the first op that was not (lstm_only: the LSTM part, no note).
     Nothing is written when conversion or verification fails."""
+    import warnings
+
     import converters
 
     if not os.path.isfile(src):
@@ -43,12 +47,16 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
     if kind == "onnx":
         if prefix is not None:
             raise ConversionError("--prefix applies to PyTorch sources; this is an ONNX model (use --node)")
-        spec = converters.from_onnx(src, node=node)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the note comes back in spec.source, printed once by the CLI
+            spec = converters.from_onnx(src, node=node, lstm_only=lstm_only)
     else:
         if node is not None:
             raise ConversionError("--node applies to ONNX sources; this is a PyTorch file (use --prefix)")
         spec = converters.from_torch(src, prefix=prefix)
     report = {"summary": summary(spec)}
+    if spec.source.get("not_covered"):
+        report["note"] = spec.source["not_covered"]
     if verify:
         measured = converters.verify(src, spec, Engine(spec), tolerance=VERIFY_TOLERANCE)
         spec.verify = measured
@@ -60,5 +68,7 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
 def summary(spec) -> str:
     kind = "bidirectional " if spec.num_directions == 2 else ""
     proj = f", projection {spec.proj_size}" if spec.proj_size else ""
-    return (f"{spec.num_layers}-layer {kind}LSTM, input {spec.input_size}, hidden {spec.hidden_size}{proj} "
-            f"(from {spec.source.get('format', 'unknown')})")
+    lstm = (f"{spec.num_layers}-layer {kind}LSTM, input {spec.input_size}, hidden {spec.hidden_size}{proj}")
+    if spec.pre or spec.post:  # a whole model: its layers in order around the LSTM
+        lstm = " -> ".join([x.describe() for x in spec.pre] + [lstm] + [x.describe() for x in spec.post])
+    return f"{lstm} (from {spec.source.get('format', 'unknown')})"

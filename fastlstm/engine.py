@@ -210,7 +210,14 @@ class Engine:
         return out[0] if squeeze else out
 
     def _step_model(self, x_t, state: State):
-        """step() of a whole model: input stage, the LSTM step, output stage (each one numba call)."""
+        """step() of a whole model: one numba call for one stream (stages.ModelLayers.step_one), else the
+        checked path: input stage, the LSTM step, output stage."""
+        if self.streamable and not (self._step_parallel and numba.get_num_threads() > 1):
+            out = self._layers.step_one(self, x_t, state)
+            if out is not None:
+                return out
+            if isinstance(state, State) and state.batch == 1:
+                state.scratch(self._layers.step_scratch(self))  # so that the next call is one call
         if not self.streamable:
             raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
                              "future); use run() on the whole sequence")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .kernels.config import JIT
 from .kernels.layers import (
     ACTIVATION_CODES,
     K_ACTIVATION,
@@ -36,7 +37,8 @@ from .kernels.layers import (
     select_last,
     tokens_forward,
 )
-from .layers import Activation, Embedding, LayerNorm, Linear, SelectLast
+from .kernels.model_step import BAD_TOKEN, STEP_DONE, frame_step, model_step_floats, token_step
+from .layers import Activation, Embedding, LayerNorm, Linear
 
 _ALIGN = 16  # floats: every packed array starts on a 64-byte boundary
 
@@ -104,6 +106,7 @@ class ModelLayers:
         self.select = spec.post[0] if spec.selects_last else None  # SelectLast or None
         head = spec.post[1:] if self.select is not None else spec.post
         self.lbuf, self.pre_table, self.post_table = pack_layers(spec.pre, head)
+        self._fast = None  # step_one's closed dispatcher, built by the first step()
 
     # ---- run(): sequences ---------------------------------------------------------------------------
     def sequence_input(self, x, batch_first: bool):
@@ -150,6 +153,30 @@ class ModelLayers:
         return np.ascontiguousarray(out.transpose(1, 0, 2)) if batch_first else out
 
     # ---- step(): one frame or token per stream ----------------------------------------------------------
+    def step_one(self, engine, x_t, state):
+        """The whole step of one stream in one numba call (kernels/model_step.py), or None when this call
+        is not the common case (a batch, another dtype, a first use of the scratch...): the caller then
+        takes its checked path. The closed dispatcher checks the argument types in C (a Python int or an
+        (F,) float32 frame, a batch-1 State); the kernel checks the shapes and the token's range."""
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = closed_model_step(self.vocab_size is not None)
+        out = np.empty(self.out_features, np.float32)
+        try:
+            status = fast(engine._wbuf, engine._meta, self.lbuf, self.pre_table, self.post_table, x_t,
+                          state.h, state.c, state._scratch, out)
+        except (TypeError, AttributeError):  # not the compiled argument types, or not a State
+            return None
+        if status == STEP_DONE:
+            return out
+        if status == BAD_TOKEN:
+            token_ids(x_t, self.vocab_size)  # raises the InputError naming it
+        return None
+
+    def step_scratch(self, engine) -> int:
+        """Floats of State scratch step_one needs (the checked path makes sure a State has them)."""
+        return int(model_step_floats(engine._meta, self.pre_table, self.post_table))
+
     def step_input(self, x_t, scratch_of):
         """x_t (a token id, (B,) ids, (F,) or (B, F) features) -> (the LSTM's input (B, I) float32, squeeze).
         scratch_of(n) gives the caller's scratch (the State's) of at least n floats."""
@@ -197,6 +224,29 @@ class ModelLayers:
         status = tokens_forward(self.lbuf, self.pre_table, ids, out, scratch)
         if status != -1:  # token_ids checked the range already
             raise RuntimeError(f"fastlstm internal error: the embedding kernel returned {status}; please report it")
+
+
+_closed: dict = {}
+
+
+def closed_model_step(tokens: bool):
+    """token_step (tokens) or frame_step compiled for one batch-1 stream and nothing else (as fastcall.py
+    does for the LSTM step): read-only packed buffers and tables, an int64 token or a writable (F,)
+    float32 frame, h and c (L, 1, 1, H*), scratch and out writable float32 vectors."""
+    if tokens not in _closed:
+        import numba
+
+        f32, i64 = np.zeros(16, np.float32), np.zeros((1, TABLE_COLUMNS), np.int64)
+        wbuf, meta, table = f32.copy(), np.zeros((1, 16), np.int64), i64
+        for a in (wbuf, meta, table):
+            a.flags.writeable = False
+        state = np.zeros((1, 1, 1, 16), np.float32)
+        x = np.int64(0) if tokens else np.zeros(16, np.float32)
+        kernel = numba.njit(**JIT)((token_step if tokens else frame_step).py_func)
+        kernel.compile(tuple(numba.typeof(a) for a in (wbuf, meta, wbuf, table, table, x, state, state, f32, f32)))
+        kernel.disable_compile()
+        _closed[tokens] = kernel
+    return _closed[tokens]
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -269,6 +319,3 @@ def _float_array(x, what: str, expected: str) -> np.ndarray:
         raise InputError(f"{what}: expected a floating point array (float32 preferred), found {a.dtype}; "
                          f"this model takes features, not token ids")
     return a
-
-
-__all__ = ["ModelLayers", "SelectLast", "pack_layers", "token_ids"]
