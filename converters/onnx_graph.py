@@ -130,10 +130,10 @@ class _Graph:
         return [k for k, name in enumerate(node.input) if name and self.dynamic.get(name)]
 
     def has_layers(self) -> bool:
-        """Whether any op on the data path is neither the chain, its glue, nor other glue: a bare LSTM graph
-        (possibly with glue around it) converts as it always did, without a note."""
+        """Whether any op on the data path is neither an LSTM, the chain's glue, nor other glue: a graph of
+        LSTM nodes (possibly with glue around them) converts as it always did, without a note."""
         for node in self.graph.node:
-            if id(node) in self.chain_ids or id(node) in self.between or node.op_type in ("Shape", "Size"):
+            if id(node) in self.between or node.op_type in ("Shape", "Size", "LSTM"):  # other chains: not layers
                 continue
             slots = self._slots(node)
             if slots and not is_glue(node, slots, on_ids=True):
@@ -148,6 +148,8 @@ class _Graph:
         seq = self._sequence_input(first.input[0])
         self.covered.append(f"input {seq!r}")
         pre_stages = self._walk_back(first.input[0], lambda v: v == seq)
+        for out in self.graph.output:  # structure first: an unsupported op is named before any evaluation
+            self._walk_back(out.name, lambda v: v in self.chain_outputs)
         cases = self._cases(seq, pre_stages)
         pre, batch_first, squeeze, on_ids = self._classify_pre(seq, pre_stages, cases)
         L, D = self.spec.num_layers, self.spec.num_directions

@@ -85,10 +85,10 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
             if ds.proj is not None:
                 arrays.append((prefix + "proj", ds.proj))
     if has_layers:
-        for where, layers in (("pre", spec.pre), ("post", spec.post)):
-            meta[where] = [layer_meta(layer) for layer in layers]
+        for stack, layers in (("pre", spec.pre), ("post", spec.post)):
+            meta[stack] = [layer_meta(layer) for layer in layers]
             for k, layer in enumerate(layers):
-                arrays += [(f"{where}.{k}.{suffix}", array) for suffix, array in layer_arrays(layer).items()]
+                arrays += [(f"{stack}.{k}.{suffix}", array) for suffix, array in layer_arrays(layer).items()]
     header: dict = {"__metadata__": {FORMAT_NAME: json.dumps(meta, sort_keys=True)}}
     offset = 0
     for name, array in arrays:
@@ -151,9 +151,9 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
     for l in range(spec_like["num_layers"]):
         for d in range(spec_like["num_directions"]):
             expected.update(_tensor_names(spec_like, l, d))
-    for where in ("pre", "post"):
-        for k, entry in enumerate(spec_like[where]):
-            expected.update({f"{where}.{k}.{suffix}": shape for suffix, shape in entry["tensors"].items()})
+    for stack in ("pre", "post"):
+        for k, entry in enumerate(spec_like[stack]):
+            expected.update({f"{stack}.{k}.{suffix}": shape for suffix, shape in entry["tensors"].items()})
     found = {k for k in header if k != "__metadata__"}
     if found != set(expected):
         missing, extra = sorted(set(expected) - found), sorted(found - set(expected))

@@ -223,7 +223,7 @@ def _packed(path: Path, **meta_changes):
 def test_info_on_bad_file(tmp_path, capsys, content):
     path = tmp_path / "m.fastlstm"
     if content is None:
-        _packed(path, format_version=2)
+        _packed(path, format_version=99)  # a version this fastlstm does not read
     else:
         path.write_bytes(content)
     code, out, err = run_cli(capsys, "info", path)
