@@ -266,7 +266,7 @@ def token_ids(x, vocab: int) -> np.ndarray:
         whole = np.isfinite(a) & (a == np.floor(a))
         if not whole.all():
             pos = _position(~whole)
-            raise InputError(f"token ids: {a[pos]!r} at position {pos} is not an integer")
+            raise InputError(f"token ids: {a[pos].item()!r} at position {pos} is not an integer")
     bad = (a < 0) | (a >= vocab)
     if bad.any():
         pos = _position(bad)

@@ -60,6 +60,27 @@ def _packed_seed() -> bytes:
 
 
 PACKED = _packed_seed()
+
+
+def _packed_layers_seed() -> bytes:
+    """A whole model: every layer kind with tensors (embedding, Linear with and without bias, LayerNorm)."""
+    from fastlstm.layers import Activation, Embedding, LayerNorm, Linear, SelectLast
+
+    rng = np.random.default_rng(6)
+    spec = random_spec(3, 4, num_layers=2, seed=6)
+    spec.pre = [Embedding(rng.normal(size=(7, 3)))]
+    spec.post = [SelectLast(4), LayerNorm(np.ones(4), np.zeros(4)), Linear(rng.normal(size=(5, 4)), None, "relu"),
+                 Activation("tanh", 5), Linear(rng.normal(size=(3, 5)), np.zeros(3), "softmax")]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "seed.fastlstm")
+        fastlstm.save(spec.validate(), path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+PACKED_LAYERS = _packed_layers_seed()
 ONNX_SEEDS = [
     converters.to_onnx(random_spec(3, 4, num_layers=2, seed=1)).SerializeToString(),
     make_lstm_model(3, 4, direction="bidirectional", peephole=True, clip=3.0,
@@ -84,16 +105,21 @@ def check_packed(data: bytes) -> None:
         return
     _note("valid")
     eng = fastlstm.Engine(spec)
-    x = np.linspace(-1, 1, 2 * spec.input_size, dtype=np.float32).reshape(2, spec.input_size)
+    if spec.vocab_size is not None:
+        x = np.arange(2) % spec.vocab_size  # token ids
+    else:
+        x = np.linspace(-1, 1, 2 * spec.in_features, dtype=np.float32).reshape(2, spec.in_features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # flipped exponent bits make inf weights: fine
         y, _ = eng.run(x)
-    assert y.shape == (2, spec.num_directions * spec.output_size)
+    assert y.shape == ((spec.out_features,) if spec.selects_last else (2, spec.out_features))
 
 
 def check_onnx(data: bytes) -> None:
     try:
-        spec = converters.from_onnx(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "converted the LSTM part only" notes
+            spec = converters.from_onnx(data)
     except ConversionError as exc:
         _note("ConversionError: " + re.sub(r"\d+", "#", str(exc)[:30]))
         return
@@ -162,7 +188,7 @@ NASTY = st.one_of(
 )
 DTYPES = st.sampled_from(["F32", "F16", "BF16", "F64", "I32", "U8", "f32", "F32 ", "", "BOOL"])
 META_KEYS = ["format", "format_version", "input_size", "hidden_size", "num_layers", "num_directions",
-             "proj_size", "cells", "source", "verify"]
+             "proj_size", "cells", "source", "verify", "pre", "post"]
 
 
 def _split_packed(data: bytes):
@@ -172,18 +198,30 @@ def _split_packed(data: bytes):
     return header, meta, data[8 + n:]
 
 
+LAYER_KEYS = ["kind", "vocab", "dim", "in", "out", "bias", "activation", "features", "eps", "state"]
+
+
 @st.composite
-def edited_packed(draw) -> bytes:
+def edited_packed(draw, seed: bytes = PACKED) -> bytes:
     """The seed with its header JSON edited (1-3 edits), re-serialised; sometimes the length lies too."""
-    header, meta, body = _split_packed(PACKED)
+    header, meta, body = _split_packed(seed)
     tensors = sorted(k for k in header if k != "__metadata__")
     for _ in range(draw(st.integers(1, 3))):
         target = draw(st.sampled_from(["meta", "meta_del", "cell", "tensor", "tensor_lie", "tensor_del",
-                                       "tensor_add", "whole_header", "whole_meta", "version"]))
+                                       "tensor_add", "whole_header", "whole_meta", "version", "layer"]))
         if not isinstance(header, dict) or not isinstance(meta, dict):
             break  # an earlier edit replaced the whole header or metadata: nothing left to edit
         if target == "meta":
             meta[draw(st.sampled_from(META_KEYS))] = draw(NASTY)
+        elif target == "layer" and isinstance(meta.get("post"), list) and meta["post"]:
+            stack = meta.get(draw(st.sampled_from(["pre", "post"])))
+            if isinstance(stack, list) and stack:
+                entry = stack[draw(st.integers(0, len(stack) - 1))]
+                if isinstance(entry, dict):
+                    entry[draw(st.sampled_from(LAYER_KEYS))] = draw(st.one_of(
+                        NASTY, st.sampled_from(["linear", "embedding", "select_last", "softmax", "relu"])))
+                elif draw(st.booleans()):
+                    stack.append(draw(NASTY))
         elif target == "meta_del":
             meta.pop(draw(st.sampled_from(META_KEYS)), None)
         elif target == "version":
@@ -203,7 +241,7 @@ def edited_packed(draw) -> bytes:
                         NASTY, st.lists(st.sampled_from(["Sigmoid", "Tanh", "Relu", "Nope", "tanh"]),
                                         max_size=4)))
         elif target == "tensor":
-            entry = header[draw(st.sampled_from(tensors))]
+            entry = header.get(draw(st.sampled_from(tensors)))  # may have been deleted
             if not isinstance(entry, dict):
                 continue
             key = draw(st.sampled_from(["dtype", "shape", "data_offsets"]))
@@ -248,10 +286,24 @@ def test_fuzz_packed_header(data):
     check_packed(data)
 
 
+@budget(200)
+@given(mutated_bytes(PACKED_LAYERS, hot=struct.unpack("<Q", PACKED_LAYERS[:8])[0] + 8))
+def test_fuzz_packed_layers_bytes(data):
+    check_packed(data)
+
+
+@budget(250)
+@given(edited_packed(PACKED_LAYERS))
+def test_fuzz_packed_layers_header(data):
+    check_packed(data)
+
+
 def test_packed_seed_is_valid():
     """The fuzz seeds must themselves load, or the fuzzers only ever test the first check."""
     check_packed(PACKED)
     assert parse_spec(PACKED).num_layers == 2
+    check_packed(PACKED_LAYERS)
+    assert len(parse_spec(PACKED_LAYERS).post) == 5
     for seed in ONNX_SEEDS:
         assert converters.from_onnx(seed).hidden_size == 4
 
