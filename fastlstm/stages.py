@@ -23,6 +23,7 @@ from .kernels.layers import (
     K_LAYER_NORM,
     K_LINEAR,
     LB,
+    ROW_CHUNK,
     T_ACT,
     T_B,
     T_EPS,
@@ -32,8 +33,8 @@ from .kernels.layers import (
     T_OUT,
     T_W,
     TABLE_COLUMNS,
-    layers_scratch_floats,
     rows_forward,
+    scratch_stride,
     select_last,
     tokens_forward,
 )
@@ -106,6 +107,8 @@ class ModelLayers:
         self.select = spec.post[0] if spec.selects_last else None  # SelectLast or None
         head = spec.post[1:] if self.select is not None else spec.post
         self.lbuf, self.pre_table, self.post_table = pack_layers(spec.pre, head)
+        self._strides = {id(t): int(scratch_stride(t)) for t in (self.pre_table, self.post_table)}
+        self._step_floats = None  # step_one's scratch, known once an engine is at hand
         self._fast = None  # step_one's closed dispatcher, built by the first step()
 
     # ---- run(): sequences ---------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class ModelLayers:
         """x as the source model takes it -> (the LSTM's input (T, B, I) float32 time-major, squeeze).
         squeeze: the input had no batch axis ((T,) ids or (T, F) features)."""
         if self.vocab_size is not None:
-            ids = token_ids(x, self.vocab_size)
+            ids = token_ids(x, self.vocab_size, check_range=False)
             if ids.ndim not in (1, 2):
                 raise InputError(f"token ids: expected (T,) or (T, B) ((B, T) with batch_first=True), "
                                  f"found shape {ids.shape}")
@@ -123,7 +126,7 @@ class ModelLayers:
             T, B = ids2.shape
             rows = np.empty((T * B, self.lstm_input), np.float32)
             flat = np.ascontiguousarray(ids2, dtype=np.int64).reshape(-1)
-            self._tokens_rows(flat, rows)
+            self._tokens_rows(flat, rows, x)
             return rows.reshape(T, B, -1), squeeze
         x3, squeeze = feature_sequence(x, self.in_features, batch_first)
         if not self.pre_table.shape[0]:
@@ -158,6 +161,13 @@ class ModelLayers:
         is not the common case (a batch, another dtype, a first use of the scratch...): the caller then
         takes its checked path. The closed dispatcher checks the argument types in C (a Python int or an
         (F,) float32 frame, a batch-1 State); the kernel checks the shapes and the token's range."""
+        if self.vocab_size is not None:
+            if type(x_t) is not int:  # numba's refusal of other types costs ~1 ms: do not ask it
+                return None
+        elif not (type(x_t) is np.ndarray and x_t.dtype == np.float32 and x_t.ndim == 1):
+            return None
+        if getattr(state, "_scratch", None) is None:
+            return None
         fast = self._fast
         if fast is None:
             fast = self._fast = closed_model_step(self.vocab_size is not None)
@@ -175,13 +185,15 @@ class ModelLayers:
 
     def step_scratch(self, engine) -> int:
         """Floats of State scratch step_one needs (the checked path makes sure a State has them)."""
-        return int(model_step_floats(engine._meta, self.pre_table, self.post_table))
+        if self._step_floats is None:
+            self._step_floats = int(model_step_floats(engine._meta, self.pre_table, self.post_table))
+        return self._step_floats
 
     def step_input(self, x_t, scratch_of):
         """x_t (a token id, (B,) ids, (F,) or (B, F) features) -> (the LSTM's input (B, I) float32, squeeze).
         scratch_of(n) gives the caller's scratch (the State's) of at least n floats."""
         if self.vocab_size is not None:
-            ids = token_ids(x_t, self.vocab_size)
+            ids = token_ids(x_t, self.vocab_size, check_range=False)
             if ids.ndim > 1:
                 raise InputError(f"x_t: expected a token id or (B,) token ids, found shape {ids.shape}")
             squeeze = ids.ndim == 0
@@ -189,7 +201,7 @@ class ModelLayers:
             if flat.size == 0:
                 raise InputError("x_t: expected at least one token id, found an empty array")
             rows = np.empty((flat.size, self.lstm_input), np.float32)
-            self._tokens_rows(flat, rows, scratch_of)
+            self._tokens_rows(flat, rows, x_t, scratch_of)
             return rows, squeeze
         x, squeeze = feature_frame(x_t, self.in_features)
         if not self.pre_table.shape[0]:
@@ -211,18 +223,26 @@ class ModelLayers:
         self._rows(self.post_table, rows, out, scratch_of)
         return out
 
+    def _scratch_floats(self, table, n_rows: int) -> int:
+        """layers_scratch_floats(table, n_rows), without a numba call."""
+        return 2 * min(max(n_rows, 1), ROW_CHUNK) * self._strides[id(table)]
+
     def _rows(self, table, x, out, scratch_of=None):
-        need = int(layers_scratch_floats(table, x.shape[0]))
+        need = self._scratch_floats(table, x.shape[0])
         scratch = scratch_of(need) if scratch_of is not None else np.empty(need, np.float32)
         if not rows_forward(self.lbuf, table, np.ascontiguousarray(x), out, scratch):
             raise RuntimeError("fastlstm internal error: the layer kernel refused shapes the engine built; "
                                "please report it")
 
-    def _tokens_rows(self, ids, out, scratch_of=None):
-        need = int(layers_scratch_floats(self.pre_table, ids.shape[0]))
+    def _tokens_rows(self, ids, out, given, scratch_of=None):
+        """The embedding (and the layers after it) on ids (N,) int64; `given` is what the caller passed, for
+        the message naming the first id outside the vocabulary (the kernel finds it)."""
+        need = self._scratch_floats(self.pre_table, ids.shape[0])
         scratch = scratch_of(need) if scratch_of is not None else np.empty(need, np.float32)
         status = tokens_forward(self.lbuf, self.pre_table, ids, out, scratch)
-        if status != -1:  # token_ids checked the range already
+        if status >= 0:
+            token_ids(given, self.vocab_size)  # raises the InputError naming it where the caller put it
+        if status != -1:
             raise RuntimeError(f"fastlstm internal error: the embedding kernel returned {status}; please report it")
 
 
@@ -252,21 +272,25 @@ def closed_model_step(tokens: bool):
 # ------------------------------------------------------------------------------------------- validation
 
 
-def token_ids(x, vocab: int) -> np.ndarray:
+def token_ids(x, vocab: int, check_range: bool = True) -> np.ndarray:
     """x as an int64 array of token ids in [0, vocab); InputError naming the first bad one. Integer arrays
     (and Python ints) are taken as they are; float arrays only when every value is a whole number (e.g.
-    the float ids a Keras model takes)."""
+    the float ids a Keras model takes). check_range=False leaves the range of integer arrays to the
+    kernel (tokens_forward), which finds a bad id in nanoseconds; the caller then calls again for the message."""
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
         raise InputError(f"token ids: expected integers, found {type(x).__name__} ({exc})") from None
-    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+    kind = a.dtype.kind
+    if kind not in "iuf":
         raise InputError(f"token ids: expected integers, found {a.dtype} values")
-    if np.issubdtype(a.dtype, np.floating):
+    if kind == "f":
         whole = np.isfinite(a) & (a == np.floor(a))
         if not whole.all():
             pos = _position(~whole)
             raise InputError(f"token ids: {a[pos].item()!r} at position {pos} is not an integer")
+    elif not check_range and (kind == "i" or a.dtype.itemsize < 8):  # uint64 could wrap in int64
+        return a.astype(np.int64, copy=False)
     bad = (a < 0) | (a >= vocab)
     if bad.any():
         pos = _position(bad)
