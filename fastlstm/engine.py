@@ -170,8 +170,8 @@ class Engine:
         """
         if state is None:
             return self._on_default_stream(self.step, x_t)
-        if self._layers is not None:
-            return self._step_model(x_t, state)
+        if self._layers is not None:  # a whole model: input stage, this LSTM step, output stage (stages.py)
+            return self._layers.step(self, x_t, state)
         # The streaming case (one float32 (I,) frame, a batch-1 State) is one numba call: the closed
         # dispatcher checks the argument types in C and the kernel checks the shapes (step_fits), so
         # this side checks nothing. Any other input, or a refusal, takes the checked path, which
@@ -205,30 +205,6 @@ class Engine:
         B = x.shape[0]
         check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
         x = np.ascontiguousarray(_as_float32(x, "x_t")).reshape(-1)  # (B*I,) rows, as the kernels read them
-        self._advance(x, state, B)
-        out = state.h[-1, 0].copy()
-        return out[0] if squeeze else out
-
-    def _step_model(self, x_t, state: State):
-        """step() of a whole model: one numba call for one stream (stages.ModelLayers.step_one), else the
-        checked path: input stage, the LSTM step, output stage."""
-        if self.streamable and not (self._step_parallel and numba.get_num_threads() > 1):
-            out = self._layers.step_one(self, x_t, state)
-            if out is not None:
-                return out
-            if isinstance(state, State) and state.batch == 1:
-                state.scratch(self._layers.step_scratch(self))  # so that the next call is one call
-        if not self.streamable:
-            raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
-                             "future); use run() on the whole sequence")
-        x, squeeze = self._layers.step_input(x_t, state.scratch)
-        B = x.shape[0]
-        check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
-        self._advance(x.reshape(-1), state, B)
-        return self._layers.step_output(state.h[-1, 0], squeeze, state.scratch)
-
-    def _advance(self, x, state: State, B: int) -> None:
-        """The LSTM step: every layer of B streams by one frame, x (B*I,) float32; `state` checked by the caller."""
         scratch = state.scratch(scratch_size(self._meta, B))
         threads = numba.get_num_threads() if self._step_parallel and B == 1 else 1
         if threads > 1:
@@ -238,6 +214,8 @@ class Engine:
         if not stepped:  # check_state passed, so the kernel's own shape check cannot refuse
             raise RuntimeError("fastlstm internal error: the step kernel refused shapes that check_state "
                                "accepted; please report it")
+        out = state.h[-1, 0].copy()
+        return out[0] if squeeze else out
 
     def step_chunk(self, x, state: State | None = None):
         """Advance streams by a chunk of T frames in one call: x (T, I) -> y (T, Hout) for a batch-1 state,

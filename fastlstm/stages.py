@@ -12,6 +12,7 @@ are immutable afterwards, like the LSTM's weights; the per-call work arrays live
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .errors import InputError
@@ -40,6 +41,7 @@ from .kernels.layers import (
 )
 from .kernels.model_step import BAD_TOKEN, STEP_DONE, frame_step, model_step_floats, token_step
 from .layers import Activation, Embedding, LayerNorm, Linear
+from .state import State
 
 _ALIGN = 16  # floats: every packed array starts on a 64-byte boundary
 
@@ -156,6 +158,24 @@ class ModelLayers:
         return np.ascontiguousarray(out.transpose(1, 0, 2)) if batch_first else out
 
     # ---- step(): one frame or token per stream ----------------------------------------------------------
+    def step(self, engine, x_t, state):
+        """Engine.step of a whole model: one numba call for one stream (step_one), else the checked path:
+        the input stage, the engine's own LSTM step (Engine._step_checked), the output stage."""
+        if engine.streamable and not (engine._step_parallel and numba.get_num_threads() > 1):
+            out = self.step_one(engine, x_t, state)
+            if out is not None:
+                return out
+            if isinstance(state, State) and state.batch == 1:
+                state.scratch(self.step_scratch(engine))  # so that the next call is one call
+        if not engine.streamable:
+            raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
+                             "future); use run() on the whole sequence")
+        if not isinstance(state, State):
+            raise InputError(f"state must be a fastlstm State (from Engine.new_state), got {type(state).__name__}")
+        x, squeeze = self.step_input(x_t, state.scratch)
+        engine._step_checked(x, state)
+        return self.step_output(state.h[-1, 0], squeeze, state.scratch)
+
     def step_one(self, engine, x_t, state):
         """The whole step of one stream in one numba call (kernels/model_step.py), or None when this call
         is not the common case (a batch, another dtype, a first use of the scratch...): the caller then
