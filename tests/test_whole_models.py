@@ -157,3 +157,27 @@ def test_encoder_decoder_greedy(tmp_path, exporter, L, B):
         tok = logits.argmax(-1)
         assert np.array_equal(tok, ref[0].argmax(-1).numpy())
     assert rel_error(state.h.reshape(L, B, H), h.double().numpy()) <= TOL
+
+
+# ------------------------------------------------------------------------------------ from_torch
+
+
+def test_from_torch_module_with_example_input_and_verify():
+    """A module that is more than an nn.LSTM converts whole through an in-memory export; verify() runs the
+    module itself. A state_dict cannot describe the topology: example_input with one is an error."""
+    import converters
+
+    model = build(Sentiment, 80, E, H, 2, batch_first=True, seed=8)
+    example = torch.randint(0, 80, (3, 6))
+    spec = converters.from_torch(model, example_input=example)
+    assert [type(x).__name__ for x in spec.pre + spec.post] == ["Embedding", "SelectLast", "Linear"]
+    assert spec.source["format"] == "torch" and spec.source["module"] == "Sentiment"
+    eng = fastlstm.Engine(spec)
+    x = np.random.default_rng(5).integers(0, 80, (4, 11))
+    assert rel_error(eng.run(x, batch_first=True)[0], torch_out(model, x)) <= TOL
+    measured = converters.verify(model, spec, eng)
+    assert measured["runtime"].startswith("torch") and measured["max_rel_error"] <= TOL
+    with pytest.raises(fastlstm.ConversionError, match="holds the weights but not the model's topology"):
+        converters.from_torch(model.state_dict(), example_input=example)
+    lstm_only = converters.from_torch(model)  # no example: the LSTM alone, as before
+    assert lstm_only.pre == [] and lstm_only.num_layers == 2
