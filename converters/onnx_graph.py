@@ -40,6 +40,9 @@ _INT_INPUTS = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.I
                onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32,
                onnx.TensorProto.UINT64}
 _EXACT = 1 << 24  # index values must stay exact in float32
+# What numpy and onnx raise on values a broken file holds (a string tensor as weights, an unknown element
+# type...): the whole model is then not covered, the LSTM part converts as before.
+_MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
 
 
 def from_onnx(source, node=None, lstm_only: bool = False) -> ModelSpec:
@@ -63,7 +66,9 @@ def from_onnx(source, node=None, lstm_only: bool = False) -> ModelSpec:
         return spec  # a bare LSTM graph: exactly what converters always returned
     try:
         return graph.whole_model()
-    except NotCovered as gap:
+    except (NotCovered, *_MALFORMED) as gap:  # a malformed graph around a good LSTM: the LSTM part, as before
+        if not isinstance(gap, NotCovered):
+            gap = f"cannot read the ops around the LSTM ({type(gap).__name__}: {str(gap)[:160]})"
         covered = " -> ".join(graph.covered) or "nothing around the LSTM"
         note = (f"converted the LSTM part only: the whole model is not covered (covered: {covered}; "
                 f"not covered: {gap}); pass --lstm-only (lstm_only=True) to ask for the LSTM part alone")
@@ -100,7 +105,6 @@ class _Graph:
                     self.chain_outputs[name] = (l, slot)
         self.dynamic = self._dynamic_sources(chain_nodes)
         self.between = {id(op) for rec in chain[1:] for op in (onnx_import._data_predecessor(rec) or (0, []))[1]}
-        self.chain_ids = chain_nodes
 
     # ---- which values depend on the data (not only on shapes) ------------------------------------------
     def _dynamic_sources(self, chain_nodes) -> dict:

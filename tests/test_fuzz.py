@@ -81,8 +81,37 @@ def _packed_layers_seed() -> bytes:
 
 
 PACKED_LAYERS = _packed_layers_seed()
+def _whole_model_seed() -> bytes:
+    """tf2onnx-style classifier: float ids -> Cast -> Gather -> Transpose -> LSTM -> Squeeze(Y_h) -> MatMul ->
+    Add -> Softmax, plus a LayerNormalization and a Gemm: every importer path of onnx_graph."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(9)
+    w, _ = make_lstm_model(3, 4, seed=3)
+    inits = [t for t in w.graph.initializer] + [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("emb", rng.normal(size=(6, 3))), ("fc_w", rng.normal(size=(4, 5))), ("fc_b", rng.normal(size=5)),
+        ("ln_s", np.ones(5)), ("ln_b", np.zeros(5)), ("g_w", rng.normal(size=(2, 5))))]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "ax0"))
+    lstm = next(n for n in w.graph.node if n.op_type == "LSTM")
+    nodes = [helper.make_node("Cast", ["ids"], ["ids_i"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["emb", "ids_i"], ["e"]),
+             helper.make_node("Transpose", ["e"], ["X"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", list(lstm.input[:4]), ["Y", "Y_h"], hidden_size=4),
+             helper.make_node("Squeeze", ["Y_h", "ax0"], ["h"]),
+             helper.make_node("MatMul", ["h", "fc_w"], ["z"]), helper.make_node("Add", ["z", "fc_b"], ["z1"]),
+             helper.make_node("LayerNormalization", ["z1", "ln_s", "ln_b"], ["z2"]),
+             helper.make_node("Gemm", ["z2", "g_w"], ["z3"], transB=1),
+             helper.make_node("Softmax", ["z3"], ["p"], axis=-1)]
+    graph = helper.make_graph(nodes, "whole", [helper.make_tensor_value_info("ids", TensorProto.FLOAT, ["B", "T"])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 ONNX_SEEDS = [
     converters.to_onnx(random_spec(3, 4, num_layers=2, seed=1)).SerializeToString(),
+    _whole_model_seed(),
     make_lstm_model(3, 4, direction="bidirectional", peephole=True, clip=3.0,
                     activations=["HardSigmoid", "Tanh", "Tanh"] * 2, alphas=[0.3], seed=2)[0].SerializeToString(),
 ]
@@ -123,12 +152,13 @@ def check_onnx(data: bytes) -> None:
     except ConversionError as exc:
         _note("ConversionError: " + re.sub(r"\d+", "#", str(exc)[:30]))
         return
-    _note("valid")
+    _note("valid" if not spec.post else "valid whole model")
     eng = fastlstm.Engine(spec)
+    x = np.arange(2) % spec.vocab_size if spec.vocab_size else np.ones((2, spec.in_features), np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        y, _ = eng.run(np.ones((2, spec.input_size), np.float32))
-    assert y.shape == (2, spec.num_directions * spec.output_size)
+        y, _ = eng.run(x)
+    assert y.shape == ((spec.out_features,) if spec.selects_last else (2, spec.out_features))
 
 
 # -------------------------------------------------------------------------------- byte mutations
@@ -306,6 +336,7 @@ def test_packed_seed_is_valid():
     assert len(parse_spec(PACKED_LAYERS).post) == 5
     for seed in ONNX_SEEDS:
         assert converters.from_onnx(seed).hidden_size == 4
+    assert len(converters.from_onnx(ONNX_SEEDS[1]).post) == 4  # the whole-model seed converts whole
 
 
 # ------------------------------------------------------------------------------------ ONNX edits
