@@ -38,6 +38,9 @@ def check_outputs(out) -> dict:
         fast = rec["engines"]["fastlstm"]
         assert fast["median_us"] > 0 and fast["us_per_step"] > 0 and fast["p25_us"] <= fast["p75_us"]
         assert rec["engines"]["proxy"]["us_per_step"] > 0
+    gen = [(r["H"], r["V"], r["threads"]) for r in results["generate"]]
+    assert gen == [(32, 50, 1)]
+    assert results["generate"][0]["engines"]["fastlstm"]["tokens_per_s"] > 0
     assert "total_s" in results["coldstart"]["engines"]["fastlstm"]
     assert results["memory"]["engines"]["fastlstm"]["file_mib"] > 0
     return results
@@ -49,10 +52,11 @@ def test_bench_tiny_sweep(tmp_path):
     results = check_outputs(tmp_path)
     assert "[" in proc.stderr and "step" in proc.stderr  # progress lines during the sweep
     assert "vs ONNX Runtime" in proc.stdout and "Cold start" in proc.stdout
-    for rec in results["results"]:
+    for rec in results["results"] + results["generate"]:
         for name in ENGINES:
             if results["peers"][name]["available"]:
                 assert rec["engines"][name]["max_abs_err"] < 1e-4, (rec["mode"], name)
+    assert "Generation, B=1" in proc.stdout
     assert "## Machine" in (tmp_path / "report.md").read_text()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import coldstart, measure, report
+from .generate import GenerateModel, measure_generate
 from .machine import load_average, machine_info
 from .models import BenchModel, ConverterMissing, make_input, make_spec
 from .peers import ENGINES, PROXY, make_peers
@@ -38,6 +39,8 @@ class Config:
     preset: str = "default"
     # weight types: fp32 plus each engine's path below it on the same weights (quantized_peers.py)
     weights: list[str] = field(default_factory=lambda: ["fp32", "int8", "fp16", "bf16"])
+    generate_sizes: list[int] = field(default_factory=lambda: [256, 1024])  # H of the generate rows
+    vocabs: list[int] = field(default_factory=lambda: [100, 10000])  # V of the generate rows
 
 
 QUICK = Config(sizes=[64, 256, 1024], threads=[1, 2], batch=[16], rounds=5, block_s=0.02, budget_s=5.0, min_rounds=1,
@@ -50,9 +53,10 @@ def make_config(quick: bool, sizes, threads, batch, weights=None) -> Config:
         cfg = replace(cfg, T=10, rounds=3, block_s=0.002, coldstart_repeats=1, fresh_cache=False,
                       preset=cfg.preset + "+smoke")
     cfg = replace(cfg, sizes=sizes or cfg.sizes, threads=threads or cfg.threads, batch=batch or cfg.batch,
-                  weights=["fp32", *(w for w in weights if w != "fp32")] if weights else cfg.weights)
+                  weights=["fp32", *(w for w in weights if w != "fp32")] if weights else cfg.weights,
+                  generate_sizes=sizes or cfg.generate_sizes)  # --sizes chooses the generate rows' H too
     if os.environ.get(SMOKE_ENV):
-        cfg = replace(cfg, coldstart_hidden=min(cfg.sizes), memory_hidden=min(cfg.sizes))
+        cfg = replace(cfg, coldstart_hidden=min(cfg.sizes), memory_hidden=min(cfg.sizes), vocabs=[50])
     return cfg
 
 
@@ -90,7 +94,8 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
             print(f"note: {name} {status[name]}: its column will say so", file=sys.stderr)
     modes = [("step", 1), ("run", 1)] + [("batched", b) for b in cfg.batch]
     cold_children = 3 * cfg.coldstart_repeats + int(cfg.fresh_cache) + 3
-    progress = Progress(len(cfg.threads) * len(cfg.sizes) * len(modes) + cold_children)
+    generate_rows = len(cfg.threads) * len(cfg.generate_sizes) * len(cfg.vocabs)
+    progress = Progress(len(cfg.threads) * len(cfg.sizes) * len(modes) + generate_rows + cold_children)
     print(f"fastlstm bench ({cfg.preset}): H={cfg.sizes} threads={cfg.threads} batch={cfg.batch} T={cfg.T}, "
           f"weights={cfg.weights}, {cfg.rounds} interleaved rounds per figure", file=sys.stderr)
 
@@ -104,6 +109,15 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
                 records.append(rec)
                 progress(report.progress_line(rec))
 
+    generate_records = []
+    gen_models = {}
+    for n_threads in cfg.threads:
+        for H in cfg.generate_sizes:
+            for V in cfg.vocabs:
+                model = gen_models.setdefault((V, H), GenerateModel(V, H))
+                rec = measure_generate(model, list(ENGINES), status, n_threads, cfg)
+                generate_records.append(rec)
+                progress(report.progress_line(rec))
     coldstart_result = _coldstart(cfg, status, progress)
     wall = time.perf_counter() - t_start
     results = {
@@ -114,6 +128,7 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
                          "version": peers[name].version() if status[name] is None else None}
                   for name in peers if name != PROXY},
         "results": records,
+        "generate": generate_records,
         **coldstart_result,
         "wall_time_s": wall,
         "command": _command_line(),
