@@ -1,123 +1,64 @@
-"""The input and output stages of a whole model: the layers before and after the LSTM stack as the Engine
-runs them (kernels in kernels/layers.py, layer specs in layers.py).
+"""ModelEngine: the Engine of a whole model, with layers before and/or after the LSTM stack (fastlstm.layers).
 
-    input stage   token ids (Embedding first) or features -> the LSTM's input rows (T*B, I) / (B, I)
-    output stage  the LSTM's per-step rows (T*B, D*Hout) or its last valid step (B, D*Hout) -> the head's
-                  rows (., C)
+    input stage   token ids (an Embedding first) or features -> the LSTM's input rows
+    output stage  the LSTM's per-step rows, or its last valid step (a SelectLast first) -> the head's rows
 
-Both stages are packed once per Engine into one float32 buffer and two int64 tables (pack_layers) and
-are immutable afterwards, like the LSTM's weights; the per-call work arrays live in the caller's State
-(scratch) or are allocated per run() call.
+The layers are packed into the plan's wbuf with the LSTM (plan_layers.py) and run by the one entry kernel
+(kernels/entry.py, kernels/model.py): step() is one kernel call (input stage, the LSTM's step, the head) and
+writes the head's output, so it allocates nothing with out= and a State of this engine (whose buffer holds
+the layers' scratch and the token ids); run() is kernel calls around the LSTM's run (OP_INPUT, the stack,
+OP_HEAD) with the same row kernels, so step() over a sequence equals run() on it bit for bit. A SelectLast
+is applied here, in NumPy (it picks rows; run() only).
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from .engine import _F32, Engine, _as_float32
 from .errors import InputError
-from .kernels.config import JIT
-from .kernels.layers import (
-    ACTIVATION_CODES,
-    K_ACTIVATION,
-    K_EMBEDDING,
-    K_LAYER_NORM,
-    K_LINEAR,
-    LB,
-    ROW_CHUNK,
-    T_ACT,
-    T_B,
-    T_EPS,
-    T_IN,
-    T_KIND,
-    T_NBLK,
-    T_OUT,
-    T_W,
-    TABLE_COLUMNS,
-    rows_forward,
-    scratch_stride,
-    select_last,
-    tokens_forward,
-)
-from .kernels.model_step import BAD_TOKEN, STEP_DONE, frame_step, model_step_floats, token_step
-from .layers import Activation, Embedding, LayerNorm, Linear
-from .state import State
+from .kernels.entry import OP_HEAD, OP_INPUT, OP_STEP, kernel
+from .kernels.model import BAD_TOKEN, DONE
+from .plan_layers import table_layers
+from .state import State, check_state
+from .threads import _budget, _callers
 
-_ALIGN = 16  # floats: every packed array starts on a 64-byte boundary
+_I64 = np.dtype(np.int64)
+_NO_X = np.zeros(1, np.float32)  # x of a token model's step (its ids travel in the lens argument)
+_NO_IDS = np.zeros(1, np.int64)  # lens of a feature model's step (unused)
 
 
-def pack_layers(*stacks):
-    """Layer lists -> (lbuf (N,) float32 read-only, one (n_layers, TABLE_COLUMNS) int64 table per list)."""
-    pieces, size = [], 0
+class ModelEngine(Engine):
+    """An Engine whose spec has layers around the LSTM. run() takes what the source model takes (int token
+    ids (T,) / (T, B) / (B, T) with batch_first, or features) and returns what it returns: per-step rows
+    (T, [B,] C), or (B, C) / (C,) when the model selects the last (valid) step. step() takes a token id, (B,)
+    ids, or a frame (F,) / (B, F) and returns that step's head output (C,) / (B, C)."""
 
-    def put(array) -> int:
-        nonlocal size
-        array = np.ascontiguousarray(array, np.float32).ravel()
-        offset = size
-        pieces.append(array)
-        pad = -array.size % _ALIGN
-        if pad:
-            pieces.append(np.zeros(pad, np.float32))
-        size += array.size + pad
-        return offset
+    def __init__(self, spec, **kwargs):
+        super().__init__(spec, **kwargs)
+        self._select = spec.post[0] if spec.selects_last else None  # a SelectLast (run() only), or None
+        self._tokens = spec.vocab_size is not None
+        self._has_pre, self._has_head = bool(spec.pre), len(table_layers(spec)) > len(spec.pre)
+        self._out_shapes = {1: (self.out_features,), 2: (1, self.out_features)}
 
-    tables = []
-    for layers in stacks:
-        table = np.zeros((len(layers), TABLE_COLUMNS), np.int64)
-        for row, layer in zip(table, layers, strict=True):
-            row[T_B] = row[T_EPS] = -1
-            if isinstance(layer, Embedding):
-                row[T_KIND], row[T_IN], row[T_OUT] = K_EMBEDDING, layer.vocab_size, layer.out_features
-                row[T_W] = put(layer.table)
-            elif isinstance(layer, Linear):
-                out, n_in = layer.weight.shape
-                nblk = -(-out // LB)
-                padded = np.zeros((nblk * LB, n_in), np.float32)
-                padded[:out] = layer.weight
-                row[T_KIND], row[T_IN], row[T_OUT], row[T_NBLK] = K_LINEAR, n_in, out, nblk
-                row[T_W] = put(padded.reshape(nblk, LB, n_in).transpose(0, 2, 1))  # (nblk, in, LB) slabs
-                if layer.bias is not None:
-                    bias = np.zeros(nblk * LB, np.float32)
-                    bias[:out] = layer.bias
-                    row[T_B] = put(bias)
-                row[T_ACT] = ACTIVATION_CODES[layer.activation]
-            elif isinstance(layer, Activation):
-                row[T_KIND], row[T_IN], row[T_OUT] = K_ACTIVATION, layer.features, layer.features
-                row[T_ACT] = ACTIVATION_CODES[layer.kind]
-            elif isinstance(layer, LayerNorm):
-                n = layer.in_features
-                row[T_KIND], row[T_IN], row[T_OUT] = K_LAYER_NORM, n, n
-                row[T_W], row[T_B] = put(layer.weight), put(layer.bias)
-                row[T_EPS] = put(np.array([layer.eps], np.float32))
-            else:
-                raise TypeError(f"pack_layers: {type(layer).__name__} is not a row-wise layer")
-        table.flags.writeable = False
-        tables.append(table)
-    lbuf = np.concatenate(pieces) if pieces else np.zeros(_ALIGN, np.float32)
-    lbuf.flags.writeable = False
-    return (lbuf, *tables)
+    # ---- run -------------------------------------------------------------------------------------
+    def run(self, x, state: State | None = None, sequence_lens=None, batch_first: bool = False):
+        """Run whole sequences through the whole model (see the class docstring); returns (output, final
+        State). The state passed in is not modified."""
+        return self._run_model(x, state, sequence_lens, batch_first, every_step=False)
 
+    def _run_model(self, x, state, sequence_lens, batch_first, every_step):
+        x3, squeeze = self._sequence_input(x, batch_first)
+        T, B, _ = x3.shape
+        lens = self._check_lens(sequence_lens, T, B)
+        final = self._final_state(state, B)
+        y = self._run_stack(x3, lens, final)
+        return self._sequence_output(y, final.h, lens, squeeze, batch_first, every_step), final
 
-class ModelLayers:
-    """The layers around one Engine's LSTM stack, packed; built by Engine when the spec has any."""
-
-    def __init__(self, spec):
-        self.vocab_size = spec.vocab_size
-        self.in_features = spec.in_features  # None for token models
-        self.lstm_input = spec.input_size
-        self.out_features = spec.out_features
-        self.select = spec.post[0] if spec.selects_last else None  # SelectLast or None
-        head = spec.post[1:] if self.select is not None else spec.post
-        self.lbuf, self.pre_table, self.post_table = pack_layers(spec.pre, head)
-        self._strides = {id(t): int(scratch_stride(t)) for t in (self.pre_table, self.post_table)}
-        self._step_floats = None  # step_one's scratch, known once an engine is at hand
-        self._fast = None  # step_one's closed dispatcher, built by the first step()
-
-    # ---- run(): sequences ---------------------------------------------------------------------------
-    def sequence_input(self, x, batch_first: bool):
-        """x as the source model takes it -> (the LSTM's input (T, B, I) float32 time-major, squeeze).
-        squeeze: the input had no batch axis ((T,) ids or (T, F) features)."""
-        if self.vocab_size is not None:
+    def _sequence_input(self, x, batch_first: bool):
+        """x as the source model takes it -> (the LSTM's input (T, B, I) float32 time-major, squeeze: the
+        input had no batch axis)."""
+        if self._tokens:
             ids = token_ids(x, self.vocab_size, check_range=False)
             if ids.ndim not in (1, 2):
                 raise InputError(f"token ids: expected (T,) or (T, B) ((B, T) with batch_first=True), "
@@ -126,30 +67,34 @@ class ModelLayers:
             ids2 = ids[:, None] if squeeze else (ids.T if batch_first else ids)
             _check_nonempty(ids2.shape, np.shape(x))
             T, B = ids2.shape
-            rows = np.empty((T * B, self.lstm_input), np.float32)
-            flat = np.ascontiguousarray(ids2, dtype=np.int64).reshape(-1)
-            self._tokens_rows(flat, rows, x)
+            flat = np.array(ids2, dtype=np.int64, order="C").reshape(-1)  # a writable copy: one kernel type
+            rows = np.empty((T * B, self.input_size), np.float32)
+            status = self._call(OP_INPUT, *self._args, _NO_X, rows.reshape(-1), _NO_X, flat, self._ctl, T * B, 1,
+                                0, 1)
+            if status == BAD_TOKEN:
+                token_ids(x, self.vocab_size)  # raises the InputError naming it where the caller put it
+            _check_done(status, "input stage")
             return rows.reshape(T, B, -1), squeeze
         x3, squeeze = feature_sequence(x, self.in_features, batch_first)
-        if not self.pre_table.shape[0]:
+        if not self._has_pre:
             return x3, squeeze
         T, B, _ = x3.shape
-        rows = np.empty((T * B, self.lstm_input), np.float32)
-        self._rows(self.pre_table, x3.reshape(T * B, -1), rows)
+        rows = np.empty((T * B, self.input_size), np.float32)
+        _check_done(self._call(OP_INPUT, *self._args, x3.reshape(-1), rows.reshape(-1), _NO_X, _NO_IDS, self._ctl,
+                               T * B, 1, 0, 1), "input stage")
         return rows.reshape(T, B, -1), squeeze
 
-    def sequence_output(self, y, final_h, lens, squeeze: bool, batch_first: bool, every_step: bool = False):
-        """The head on the LSTM's output. y (T, B, D*Hout) time-major, final_h (L, D, B, Hout), lens (B,).
-
-        Returns (T, B, C) per step ((B, T, C) with batch_first, (T, C) when squeezed), or (B, C) / (C,)
-        when the model selects the last step (every_step: per step anyway, as step_chunk returns)."""
+    def _sequence_output(self, y, final_h, lens, squeeze: bool, batch_first: bool, every_step: bool):
+        """The head on the LSTM's output y (T, B, D*Hout), final_h (L, D, B, Hout), lens (B,): (T, B, C) per
+        step ((B, T, C) with batch_first, (T, C) when squeezed), or (B, C) / (C,) when the model selects the
+        last step (every_step: per step anyway, as step_chunk returns)."""
         T, B, F = y.shape
-        if self.select is not None and not every_step:
-            rows = np.empty((B, F), np.float32)
-            if self.select.state:  # h_n of each direction of the last layer, directions concatenated
-                rows[...] = final_h[-1].transpose(1, 0, 2).reshape(B, F)
-            else:
-                select_last(y, lens, rows)
+        if self._select is not None and not every_step:
+            if self._select.state:  # h_n of each direction of the last layer, directions concatenated
+                rows = np.ascontiguousarray(final_h[-1].transpose(1, 0, 2).reshape(B, F))
+            else:  # each row's output at its last valid step; a length-0 row's is zero, as its LSTM state is
+                rows = np.ascontiguousarray(y[np.maximum(lens - 1, 0), np.arange(B)])
+                rows[lens == 0] = 0.0
             out = self._head(rows)
             return out[0] if squeeze else out
         out = self._head(y.reshape(T * B, F)).reshape(T, B, -1)
@@ -157,136 +102,124 @@ class ModelLayers:
             return out[:, 0]
         return np.ascontiguousarray(out.transpose(1, 0, 2)) if batch_first else out
 
-    # ---- step(): one frame or token per stream ----------------------------------------------------------
-    def step(self, engine, x_t, state):
-        """Engine.step of a whole model: one numba call for one stream (step_one), else the checked path:
-        the input stage, the engine's own LSTM step (Engine._step_checked), the output stage."""
-        if engine.streamable and not (engine._step_parallel and numba.get_num_threads() > 1):
-            out = self.step_one(engine, x_t, state)
-            if out is not None:
-                return out
-            if isinstance(state, State) and state.batch == 1:
-                state.scratch(self.step_scratch(engine))  # so that the next call is one call
-        if not engine.streamable:
-            raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
-                             "future); use run() on the whole sequence")
-        if not isinstance(state, State):
-            raise InputError(f"state must be a fastlstm State (from Engine.new_state), got {type(state).__name__}")
-        x, squeeze = self.step_input(x_t, state.scratch)
-        engine._step_checked(x, state)
-        return self.step_output(state.h[-1, 0], squeeze, state.scratch)
-
-    def step_one(self, engine, x_t, state):
-        """The whole step of one stream in one numba call (kernels/model_step.py), or None when this call
-        is not the common case (a batch, another dtype, a first use of the scratch...): the caller then
-        takes its checked path. The closed dispatcher checks the argument types in C (a Python int or an
-        (F,) float32 frame, a batch-1 State); the kernel checks the shapes and the token's range."""
-        if self.vocab_size is not None:
-            if type(x_t) is not int:  # numba's refusal of other types costs ~1 ms: do not ask it
-                return None
-        elif not (type(x_t) is np.ndarray and x_t.dtype == np.float32 and x_t.ndim == 1):
-            return None
-        if getattr(state, "_scratch", None) is None:
-            return None
-        fast = self._fast
-        if fast is None:
-            fast = self._fast = closed_model_step(self.vocab_size is not None)
-        out = np.empty(self.out_features, np.float32)
-        try:
-            status = fast(engine._wbuf, engine._meta, self.lbuf, self.pre_table, self.post_table, x_t,
-                          state.h, state.c, state._scratch, out)
-        except (TypeError, AttributeError):  # not the compiled argument types, or not a State
-            return None
-        if status == STEP_DONE:
-            return out
-        if status == BAD_TOKEN:
-            token_ids(x_t, self.vocab_size)  # raises the InputError naming it
-        return None
-
-    def step_scratch(self, engine) -> int:
-        """Floats of State scratch step_one needs (the checked path makes sure a State has them)."""
-        if self._step_floats is None:
-            self._step_floats = int(model_step_floats(engine._meta, self.pre_table, self.post_table))
-        return self._step_floats
-
-    def step_input(self, x_t, scratch_of):
-        """x_t (a token id, (B,) ids, (F,) or (B, F) features) -> (the LSTM's input (B, I) float32, squeeze).
-        scratch_of(n) gives the caller's scratch (the State's) of at least n floats."""
-        if self.vocab_size is not None:
-            ids = token_ids(x_t, self.vocab_size, check_range=False)
-            if ids.ndim > 1:
-                raise InputError(f"x_t: expected a token id or (B,) token ids, found shape {ids.shape}")
-            squeeze = ids.ndim == 0
-            flat = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
-            if flat.size == 0:
-                raise InputError("x_t: expected at least one token id, found an empty array")
-            rows = np.empty((flat.size, self.lstm_input), np.float32)
-            self._tokens_rows(flat, rows, x_t, scratch_of)
-            return rows, squeeze
-        x, squeeze = feature_frame(x_t, self.in_features)
-        if not self.pre_table.shape[0]:
-            return x, squeeze
-        rows = np.empty((x.shape[0], self.lstm_input), np.float32)
-        self._rows(self.pre_table, x, rows, scratch_of)
-        return rows, squeeze
-
-    def step_output(self, h_last, squeeze: bool, scratch_of):
-        """The head on the last layer's new h (B, Hout): (B, C), or (C,) when squeezed."""
-        out = self._head(h_last, scratch_of)
-        return out[0] if squeeze else out
-
-    # ---- kernels --------------------------------------------------------------------------------------
-    def _head(self, rows, scratch_of=None):
-        if not self.post_table.shape[0]:
-            return rows.copy()
+    def _head(self, rows: np.ndarray) -> np.ndarray:
+        """(N, D*Hout) rows -> (N, C): the head's layers (kernels/model.run_head)."""
+        if not self._has_head:
+            return rows
         out = np.empty((rows.shape[0], self.out_features), np.float32)
-        self._rows(self.post_table, rows, out, scratch_of)
+        _check_done(self._call(OP_HEAD, *self._args, rows.reshape(-1), out.reshape(-1), _NO_X, _NO_IDS, self._ctl,
+                               rows.shape[0], 1, 0, 1), "head")
         return out
 
-    def _scratch_floats(self, table, n_rows: int) -> int:
-        """layers_scratch_floats(table, n_rows), without a numba call."""
-        return 2 * min(max(n_rows, 1), ROW_CHUNK) * self._strides[id(table)]
+    # ---- step ------------------------------------------------------------------------------------
+    def step(self, x_t, state: State | None = None, out=None):
+        """Advance B streams by one token or frame through the whole model, in one kernel call: a token id
+        (int) or (B,) ids, or a frame (F,) / (B, F) -> the head's output (C,) / (B, C). `state` is advanced in
+        place (None: the engine's default stream); out: a float32 C-contiguous array of B*C elements to write
+        the result into (returned)."""
+        if state is None:
+            return self._on_default_stream(self.step, x_t, out)
+        # The common cases cost a few attribute checks here, as Engine.step's: the kernel checks every size
+        # and every token id and refuses (0) instead; anything else, or a refusal, takes the checked path.
+        if type(state) is State:
+            B = state._batch
+            x, ids, single = _NO_X, _NO_IDS, True
+            if self._tokens:
+                if (type(x_t) is int or type(x_t) is np.int64) and B == 1 and state._ids is not None:
+                    ids = state._ids
+                    try:
+                        ids[0] = x_t
+                    except OverflowError:  # beyond int64: the checked path says so
+                        return self._step_checked(x_t, state, out)
+                elif (type(x_t) is np.ndarray and x_t.dtype is _I64 and x_t.ndim == 1 and x_t.flags.c_contiguous
+                      and x_t.flags.writeable):
+                    ids, single = x_t, False
+                else:
+                    return self._step_checked(x_t, state, out)
+            elif type(x_t) is np.ndarray and x_t.dtype is _F32 and x_t.flags.c_contiguous and (
+                    x_t.ndim == 2 or x_t.ndim == 1 and B == 1):
+                x, single = (x_t, True) if x_t.ndim == 1 else (x_t.reshape(-1), False)
+            else:
+                return self._step_checked(x_t, state, out)
+            if out is None:
+                y = np.empty(self._out_shapes[1], np.float32) if single else np.empty((B, self.out_features),
+                                                                                     np.float32)
+            elif type(out) is np.ndarray and out.dtype is _F32 and out.flags.c_contiguous and out.flags.writeable:
+                y = out
+            else:
+                return self._step_checked(x_t, state, out)
+            team = self._team_for(B * self._step_work, "step") if _budget[0] > 1 else 1
+            args = (OP_STEP, self._wbuf, self._variant, x, y if y.ndim == 1 else y.reshape(-1), state._buf, ids,
+                    self._ctl, 1, B, 0, team)
+            if not self._compiled:
+                done = self._first_call(*args)
+            else:
+                _callers.append(None)
+                try:
+                    done = kernel(*args)
+                finally:
+                    _callers.pop()
+            if done:
+                return y
+        return self._step_checked(x_t, state, out)
 
-    def _rows(self, table, x, out, scratch_of=None):
-        need = self._scratch_floats(table, x.shape[0])
-        scratch = scratch_of(need) if scratch_of is not None else np.empty(need, np.float32)
-        if not rows_forward(self.lbuf, table, np.ascontiguousarray(x), out, scratch):
-            raise RuntimeError("fastlstm internal error: the layer kernel refused shapes the engine built; "
-                               "please report it")
+    def _step_checked(self, x_t, state: State, out):
+        """step() for any input: each problem named (an InputError), then the same kernel call."""
+        if not self.streamable:
+            raise InputError("step() needs a model without reverse directions (a reverse pass needs the "
+                             "future); use run() on the whole sequence")
+        if self._tokens:
+            ids = token_ids(x_t, self.vocab_size)
+            if ids.ndim > 1:
+                raise InputError(f"x_t: expected a token id or (B,) token ids, found shape {ids.shape}")
+            if ids.size == 0:
+                raise InputError("x_t: expected at least one token id, found an empty array")
+            single, x = ids.ndim == 0, _NO_X
+            ids = np.array(ids.reshape(-1), dtype=np.int64)  # a writable copy: the kernel's argument type
+            B = ids.size
+        else:
+            frames, single = feature_frame(x_t, self.in_features)
+            B, ids = frames.shape[0], _NO_IDS
+            x = frames.reshape(-1)
+        check_state(state, *self._state_shapes(B), what="state (batch must match x_t)")
+        C = self.out_features
+        shape = (C,) if single else (B, C)
+        if out is None:
+            y = np.empty(shape, np.float32)
+        elif (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous
+              and out.flags.writeable and out.size == B * C):
+            y = out
+        else:
+            found = (out.shape, out.dtype) if isinstance(out, np.ndarray) else type(out).__name__
+            raise InputError(f"out: expected a writable C-contiguous float32 array of {B * C} elements "
+                             f"(shape {shape}), found {found}")
+        team = self._team_for(B * self._step_work, "step")
+        _check_done(self._call(OP_STEP, *self._args, x, y.reshape(-1), state._buf, ids, self._ctl, 1, B, 0, team),
+                    "step")
+        return y
 
-    def _tokens_rows(self, ids, out, given, scratch_of=None):
-        """The embedding (and the layers after it) on ids (N,) int64; `given` is what the caller passed, for
-        the message naming the first id outside the vocabulary (the kernel finds it)."""
-        need = self._scratch_floats(self.pre_table, ids.shape[0])
-        scratch = scratch_of(need) if scratch_of is not None else np.empty(need, np.float32)
-        status = tokens_forward(self.lbuf, self.pre_table, ids, out, scratch)
-        if status >= 0:
-            token_ids(given, self.vocab_size)  # raises the InputError naming it where the caller put it
-        if status != -1:
-            raise RuntimeError(f"fastlstm internal error: the embedding kernel returned {status}; please report it")
+    def step_chunk(self, x, state: State | None = None):
+        """T tokens or frames per stream in one call: the head's output at every step (T, [B,] C), bit for bit
+        the result of T step() calls. `state` is advanced in place (None: the default stream)."""
+        if state is None:
+            return self._on_default_stream(lambda x_, st, _out: self.step_chunk(x_, st), x, None)
+        if not self.streamable:
+            raise InputError("step_chunk() needs a model without reverse directions; use run()")
+        y, final = self._run_model(x, state, None, False, every_step=True)
+        state.h[...] = final.h
+        state.c[...] = final.c
+        return y
+
+    def __repr__(self) -> str:
+        layers = " -> ".join([x.describe() for x in self.spec.pre] + [super().__repr__()]
+                             + [x.describe() for x in self.spec.post])
+        return f"ModelEngine({layers})"
 
 
-_closed: dict = {}
-
-
-def closed_model_step(tokens: bool):
-    """token_step (tokens) or frame_step compiled for one batch-1 stream and nothing else (as fastcall.py
-    does for the LSTM step): read-only packed buffers and tables, an int64 token or a writable (F,)
-    float32 frame, h and c (L, 1, 1, H*), scratch and out writable float32 vectors."""
-    if tokens not in _closed:
-        import numba
-
-        f32, i64 = np.zeros(16, np.float32), np.zeros((1, TABLE_COLUMNS), np.int64)
-        wbuf, meta, table = f32.copy(), np.zeros((1, 16), np.int64), i64
-        for a in (wbuf, meta, table):
-            a.flags.writeable = False
-        state = np.zeros((1, 1, 1, 16), np.float32)
-        x = np.int64(0) if tokens else np.zeros(16, np.float32)
-        kernel = numba.njit(**JIT)((token_step if tokens else frame_step).py_func)
-        kernel.compile(tuple(numba.typeof(a) for a in (wbuf, meta, wbuf, table, table, x, state, state, f32, f32)))
-        kernel.disable_compile()
-        _closed[tokens] = kernel
-    return _closed[tokens]
+def _check_done(status: int, what: str) -> None:
+    if status != DONE:  # every size was checked before the call: the kernel cannot refuse them
+        raise RuntimeError(f"fastlstm internal error: the {what} kernel refused validated shapes ({status}); "
+                           f"please report it")
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -296,7 +229,7 @@ def token_ids(x, vocab: int, check_range: bool = True) -> np.ndarray:
     """x as an int64 array of token ids in [0, vocab); InputError naming the first bad one. Integer arrays
     (and Python ints) are taken as they are; float arrays only when every value is a whole number (e.g.
     the float ids a Keras model takes). check_range=False leaves the range of integer arrays to the
-    kernel (tokens_forward), which finds a bad id in nanoseconds; the caller then calls again for the message."""
+    kernel (the input stage finds a bad id in nanoseconds); the caller then calls again for the message."""
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
@@ -340,7 +273,7 @@ def feature_sequence(x, size: int, batch_first: bool):
     if x3.shape[2] != size:
         raise InputError(f"x: expected {size} features in the last axis, found shape {x.shape}")
     _check_nonempty(x3.shape, x.shape)
-    return np.ascontiguousarray(x3, dtype=np.float32), squeeze
+    return _kernel_array(x3), squeeze
 
 
 def feature_frame(x_t, size: int):
@@ -351,7 +284,14 @@ def feature_frame(x_t, size: int):
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != size or x.shape[0] < 1:
         raise InputError(f"x_t: expected shape ({size},) or (B, {size}), found {np.shape(x_t)}")
-    return np.ascontiguousarray(x, dtype=np.float32), squeeze
+    return _kernel_array(x), squeeze
+
+
+def _kernel_array(x: np.ndarray) -> np.ndarray:
+    """x as a writable C-contiguous float32 array (a read-only array is another argument type to numba: it
+    would compile the kernel again)."""
+    x = np.ascontiguousarray(_as_float32(x, "x"))
+    return x if x.flags.writeable else x.copy()
 
 
 def _float_array(x, what: str, expected: str) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Layers around the LSTM: kernels against the float64 NumPy reference, run() against step(), the spec's
-checks, the packed file (version 2, and version 1 still written for bare LSTMs), token id errors.
+checks, the packed file (version 2 with the layers, version 1 still read), token id errors.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from specs import random_spec, rel_error
 import fastlstm
 from fastlstm import FormatError, InputError, SpecError
 from fastlstm.format import parse_spec
-from fastlstm.kernels.layers import layers_scratch_floats, rows_forward, tokens_forward
 from fastlstm.layers import Activation, Embedding, LayerNorm, Linear, SelectLast
-from fastlstm.stages import pack_layers
 
 TOL = 2e-5
 rng = np.random.default_rng(7)
@@ -28,21 +26,23 @@ def linear(n_out, n_in, act="none", bias=True, scale=0.5):
 
 
 def head_rows(layers, x):
-    lbuf, table = pack_layers(layers)
-    out = np.empty((x.shape[0], layers[-1].out_features), np.float32)
-    scratch = np.full(int(layers_scratch_floats(table, x.shape[0])), np.nan, np.float32)
-    assert rows_forward(lbuf, table, np.ascontiguousarray(x, np.float32), out, scratch)
-    return out
+    """The layers as the head of a model (after an LSTM of their input width), on the rows x: the kernel
+    run()'s output stage calls (kernels/model.run_head), as many rows as given."""
+    spec = random_spec(3, layers[0].in_features, seed=1)
+    spec.post = layers
+    eng = fastlstm.Engine(spec.validate())
+    return eng._head(np.ascontiguousarray(x, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------- kernels
 
 
-@pytest.mark.parametrize("n_out", [1, 15, 16, 17, 64, 65, 100])
-@pytest.mark.parametrize("K", [1, 3, 40])
+@pytest.mark.parametrize("n_out", [1, 15, 16, 17, 31, 32, 33, 64, 65, 100])
+@pytest.mark.parametrize("K", [1, 3, 40, 130])
 def test_linear_widths(n_out, K):
-    """GEMV / 4-row GEMM tiles and their tails, with and without bias, against float64; every row the
-    same bits whichever tile computed it (run() and step() agree)."""
+    """The GEMV / GEMM tiles (blocks of G = 4 * LANES outputs, 32 or 64) and their tails, one or two summation
+    pieces of k (K = 130), with and without bias, against float64; every row the same bits whichever tile
+    computed it (run() and step() agree)."""
     layers = [linear(n_out, K, bias=n_out % 2 == 1)]
     x = rng.normal(0, 1, (7, K)).astype(np.float32)
     y = head_rows(layers, x)
@@ -64,7 +64,10 @@ def test_softmax_is_stable_in_float32(kind):
     """Logits of +-1e4 and a vocabulary-sized row: no overflow, softmax rows sum to 1."""
     x = np.concatenate([rng.normal(0, 1, (3, 30001)) * 1e4, rng.normal(0, 1, (1, 30001))]).astype(np.float32)
     x[0, 5] = 3e4
-    y = head_rows([Activation(kind, 30001)], x)
+    # the rows come out of a Linear that copies them exactly: weight x.T times one-hot rows (each output one
+    # product by 1 and sums of exact zeros), so the softmax sees these values (a 30001-wide LSTM is too big)
+    head = [Linear(x.T.copy(), None), Activation(kind, 30001)]
+    y = head_rows(head, np.eye(4, dtype=np.float32))
     assert np.all(np.isfinite(y))
     ref = reference_layers([Activation(kind, 30001)], x)
     assert rel_error(y, ref) <= TOL
@@ -79,14 +82,15 @@ def test_layer_norm_of_a_constant_row():
 
 
 def test_token_kernel_names_the_first_bad_id():
-    emb = Embedding(rng.normal(0, 1, (10, 5)))
-    lbuf, table = pack_layers([emb])
-    out = np.zeros((4, 5), np.float32)
-    scratch = np.zeros(16, np.float32)
-    assert tokens_forward(lbuf, table, np.array([1, 2, 10, -1]), out, scratch) == 2
-    assert not out.any()  # nothing written
-    assert tokens_forward(lbuf, table, np.array([1, 2, 9, 0]), out, scratch) == -1
-    np.testing.assert_array_equal(out, emb.table.astype(np.float32)[[1, 2, 9, 0]])
+    """The input stage finds an id outside [0, V) (its kernel writes nothing), run() names the first one."""
+    spec = random_spec(5, 4, seed=2)
+    spec.pre = [Embedding(rng.normal(0, 1, (10, 5)))]
+    eng = fastlstm.Engine(spec.validate())
+    with pytest.raises(InputError, match=r"10 at position \(2,\) is outside the vocabulary \[0, 10\)"):
+        eng.run(np.array([1, 2, 10, -1]))
+    rows, squeeze = eng._sequence_input(np.array([1, 2, 9, 0]), False)
+    assert squeeze and rows.shape == (4, 1, 5)
+    np.testing.assert_array_equal(rows[:, 0], spec.pre[0].table[[1, 2, 9, 0]])
 
 
 # ------------------------------------------------------------------------------------ the engine
@@ -222,13 +226,26 @@ def test_file_round_trip_and_info(tmp_path, capsys):
     assert "after       Linear(10 -> 5, no bias) + sigmoid  [weight (5, 10)]" in out
 
 
-def test_bare_lstm_files_stay_version_1(tmp_path):
-    """A model without layers is written byte for byte as before version 2 (older readers open it)."""
+def test_bare_lstm_files_are_version_2_and_version_1_is_read(tmp_path):
+    """A model without layers is written as version 2 with empty layer lists (and its weight type); the
+    same file rewritten as version 1 (no "weights", no layers: what older fastlstm wrote) reads the same."""
     path = tmp_path / "bare.fastlstm"
-    fastlstm.save(random_spec(3, 4), path)
-    meta = json.loads(_header(path.read_bytes())["__metadata__"]["fastlstm"])
-    assert meta["format_version"] == 1 and "pre" not in meta and "post" not in meta
-    assert fastlstm.load(path).spec.post == []
+    spec = random_spec(3, 4)
+    fastlstm.save(spec, path)
+    data = path.read_bytes()
+    meta = json.loads(_header(data)["__metadata__"]["fastlstm"])
+    assert meta["format_version"] == 2 and meta["pre"] == [] and meta["post"] == [] and meta["weights"] == "fp32"
+
+    def as_version_1(header, meta):
+        meta["format_version"] = 1
+        for key in ("weights", "pre", "post"):
+            del meta[key]
+
+    old = parse_spec(_rewrite(data, as_version_1))
+    assert old.pre == [] and old.post == [] and old.weights == "fp32"
+    x = rng.normal(0, 1, (4, 3)).astype(np.float32)
+    assert np.array_equal(fastlstm.Engine(old).run(x)[0], fastlstm.Engine(spec).run(x)[0])
+    assert type(fastlstm.Engine(old)) is fastlstm.Engine  # a bare LSTM's engine: no layer stages
 
 
 def _header(data: bytes) -> dict:
