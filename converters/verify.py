@@ -66,9 +66,12 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
 
 
 def verify_input(spec, steps: int = VERIFY_STEPS, batch: int = VERIFY_BATCH) -> np.ndarray:
-    """The random input every verification runs: (steps, batch, I) float32 N(0, 1), fixed seed."""
+    """The random input every verification runs: (steps, batch, I) float32 N(0, 1), fixed seed; for a whole
+    model what it takes: token ids (steps, batch) in [0, V), or (steps, batch, F) features."""
     rng = np.random.default_rng(VERIFY_SEED)
-    return rng.standard_normal((steps, batch, spec.input_size)).astype(np.float32)
+    if spec.vocab_size is not None:
+        return rng.integers(0, spec.vocab_size, (steps, batch))
+    return rng.standard_normal((steps, batch, spec.in_features)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------- whole models

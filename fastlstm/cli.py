@@ -67,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     warm = commands.add_parser("warmup", help="compile the kernels into the cache ahead of first use "
                                               "(for a deployment image)")
     warm.add_argument("--default-only", action="store_true",
-                      help="only the default-cell kernel (skip the general cell: clip, peepholes, other activations)")
+                      help="only the default-cell kernels (skip the general cell: clip, peepholes, other activations)")
 
     bench = commands.add_parser("bench", help="benchmark fastlstm against ONNX Runtime and PyTorch")
     bench.add_argument("--quick", action="store_true", help="a small sweep (< 3 minutes)")

@@ -230,6 +230,8 @@ def token_ids(x, vocab: int, check_range: bool = True) -> np.ndarray:
     (and Python ints) are taken as they are; float arrays only when every value is a whole number (e.g.
     the float ids a Keras model takes). check_range=False leaves the range of integer arrays to the
     kernel (the input stage finds a bad id in nanoseconds); the caller then calls again for the message."""
+    if type(x) is int and not 0 <= x < vocab:  # (a Python int of any size: beyond int64 numpy makes an object)
+        raise InputError(f"token ids: {x} at position () is outside the vocabulary [0, {vocab})")
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like

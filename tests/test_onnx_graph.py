@@ -224,3 +224,23 @@ def test_verify_runs_the_whole_graph(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "verify against onnxruntime" in out and "Embedding(vocab 40, dim 6) -> 1-layer LSTM" in out
     assert fastlstm.load(dst).spec.verify["input_shape"] == [2, 16]  # (B, T) float ids, as the model takes
+
+
+@pytest.mark.parametrize("weights", ["int8", "fp16"])
+def test_quantized_whole_model_verifies(tmp_path, capsys, weights):
+    """convert --weights of a whole graph: the LSTM's W and R quantized, the layers around it fp32; --verify
+    runs ONNX Runtime on the whole graph within the type's tolerance and measures what quantization costs
+    on the model's own inputs (token ids)."""
+    model = keras_classifier(True)
+    src, dst = tmp_path / "k.onnx", tmp_path / "k.fastlstm"
+    onnx.save(model, src)
+    assert cli_main(["convert", str(src), "-o", str(dst), "--weights", weights, "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"{weights} weights" in out and "verify against onnxruntime" in out
+    eng = fastlstm.load(dst)
+    assert eng.plan.weights == weights and eng.spec.post[-1].weight.dtype == np.float32
+    assert eng.spec.verify["weights"] == weights and eng.spec.verify["quantization"]["max_abs_error"] > 0
+    ids = rng.integers(0, V, (3, 7)).astype(np.float32)
+    (ref,) = ort(model, ids=ids)
+    y, _ = eng.run(ids, batch_first=True)
+    assert rel_error(y, ref) <= (5e-3 if weights == "fp16" else 3e-2)

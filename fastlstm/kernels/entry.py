@@ -227,7 +227,7 @@ def model_step(wbuf, layers, variant, x, y, state, lens, ctl, B, team):
     x_in = x
     if md.pre > 0:
         F = in_width(md, I0)
-        input_stage(w, md, rows_at(fptr(x), 0, F), iptr(lens), 0, B, x_rows, work)
+        input_stage(w, md, rows_at(fptr(x), 0, F), iptr(lens), np.int64(0), B, x_rows, work)
         x_in = carray(padd(fptr(extra), x_rows.base), B * I0)  # the LSTM reads its input rows from the scratch
     lead(np.int64(OP_STEP), wbuf, layers, variant, ctl, x_in, y, state, lens, state, np.int64(1), B, np.int64(0),
          team, step_phases(layers), np.bool_(down))

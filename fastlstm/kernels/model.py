@@ -79,16 +79,17 @@ def input_stage(w, md, x, ids, i0, n, dst, work):
             gather_rows(w, md.table, ids, i0, n, dst)
         else:  # the embedding rows into work buffer 0, the layers after it from there
             gather_rows(w, md.table, ids, i0, n, rows_at(work.buf, work.base, work.wide))
-            run_layers(w, md.table, 1, md.pre, rows_at(work.buf, work.base, work.wide), 0, n, dst, work)
-    else:
-        run_layers(w, md.table, 0, md.pre, x, -1, n, dst, work)
+            run_layers(w, md.table, np.int64(1), md.pre, rows_at(work.buf, work.base, work.wide), np.int64(0), n,
+                       dst, work)
+    else:  # (plain int64 arguments throughout: a literal would compile another copy of the callee)
+        run_layers(w, md.table, np.int64(0), md.pre, x, np.int64(-1), n, dst, work)
 
 
 @njit(**JIT)
 def head_stage(w, md, src, n, dst, width, work):
     """dst rows = the head on n rows of the LSTM's output (a copy of `width` floats without a head)."""
     if md.post > 0:
-        run_layers(w, md.table, md.pre, md.pre + md.post, src, -1, n, dst, work)
+        run_layers(w, md.table, md.pre, md.pre + md.post, src, np.int64(-1), n, dst, work)
     else:
         for j in range(n):
             copy_floats(src.v, src.base + j * src.stride, dst.v, dst.base + j * dst.stride, width)
