@@ -8,7 +8,7 @@ from fastlstm.quantize import quantize
 
 from .listing import list_lstms
 from .onnx_export import to_onnx
-from .onnx_import import from_onnx
+from .onnx_graph import from_onnx
 from .verify import verify
 
 __all__ = ["from_onnx", "list_lstms", "quantize", "to_onnx", "verify"]

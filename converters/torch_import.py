@@ -32,6 +32,7 @@ import os
 import re
 import struct
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -64,7 +65,7 @@ _SAFETENSORS_DTYPES = {
 # public API
 
 
-def from_torch(source, prefix: str | None = None) -> ModelSpec:
+def from_torch(source, prefix: str | None = None, example_input=None) -> ModelSpec:
     """Convert a PyTorch LSTM into a validated ModelSpec.
 
     source: nn.LSTM | nn.LSTMCell | nn.Module | Mapping[str, tensor | ndarray] | path to .pt/.pth/.safetensors
@@ -72,7 +73,17 @@ def from_torch(source, prefix: str | None = None) -> ModelSpec:
     prefix: which LSTM of a larger model, e.g. "encoder.lstm" or "encoder.lstm." (None: the only one); in
             a nested checkpoint the full dotted path ("model_state.lstm.") or the one inside the unwrapped
             state dict ("lstm."); "cells." for the stack of nn.LSTMCell cells.0., cells.1., ...
+    example_input: for a module that is more than an nn.LSTM, a tensor the module takes (or a tuple:
+            sequence input, h0, c0): the whole model (embedding, dense head, ...) is converted through an
+            in-memory ONNX export (torch_graph.py); when that is not covered, the LSTM alone, with
+            spec.source["not_covered"] saying why.
     """
+    if example_input is not None:
+        whole, note = _whole_module(source, example_input, prefix)
+        if whole is not None:
+            return whole
+    else:
+        note = None
     info: dict = {"format": "torch", "prefix": None, "file": None}
     lstm_modules = None  # prefix -> nn.LSTM submodule (module sources only)
     if isinstance(source, (str, os.PathLike)):
@@ -107,10 +118,30 @@ def from_torch(source, prefix: str | None = None) -> ModelSpec:
         info["torch_version"] = str(torch.__version__)
     spec = _build_spec(group, chosen, module)
     spec.source = info
+    if note:
+        info["not_covered"] = note = f"converted the LSTM only: {note}"
+        warnings.warn(note, stacklevel=2)
     try:
         return spec.validate()
     except SpecError as exc:  # _build_spec checks everything first; this is a safety net
         raise ConversionError(f"LSTM {_show(chosen)}: {exc}") from None
+
+
+def _whole_module(source, example_input, prefix):
+    """(whole-model spec, None) or (None, why not); ConversionError when the source cannot be a whole model."""
+    if not _is_torch_module(source):
+        raise ConversionError(
+            f"example_input needs the nn.Module itself: a {type(source).__name__} (a state_dict or a weights "
+            f"file) holds the weights but not the model's topology (the code that runs between the layers); "
+            f"pass the module, or export it to ONNX and convert that"
+        )
+    import torch
+
+    if isinstance(source, torch.nn.LSTM):
+        return None, None  # a bare LSTM: the direct path below
+    from .torch_graph import from_module
+
+    return from_module(source, example_input, prefix)
 
 
 def to_torch(spec: ModelSpec):

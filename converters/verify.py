@@ -1,5 +1,9 @@
 """`convert --verify`: run the *source* runtime on random input and measure our error against it.
 
+A whole model (layers around the LSTM) runs whole: ONNX Runtime on the original graph, or the PyTorch
+module itself, on random valid inputs (token ids in [0, V) or N(0, 1) features, random lengths and
+initial states when the model takes them), against Engine.run on the same. A bare LSTM runs as follows.
+
 ONNX sources run in ONNX Runtime on a model cut from the original graph: the chain's LSTM nodes and
 the shape ops between them, kept verbatim, with each weight input folded to a constant from the
 original graph (so the weights ONNX Runtime sees never pass through our gate reordering).
@@ -28,14 +32,20 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
     Raises VerificationError when the relative error exceeds `tolerance`, ConversionError when the
     source runtime is not installed or cannot run the source."""
     fmt = spec.source.get("format")
-    x = verify_input(spec, *((_onnx_fixed_sizes(source, spec) if fmt == "onnx" else None) or ()))
-    if fmt == "onnx":
-        runtime, expected = _onnx_runtime_output(source, spec, x)
-    elif fmt == "torch":
-        runtime, expected = _torch_output(source, spec, x)
+    if spec.pre or spec.post:  # a whole model: the source runtime on the whole graph / module
+        x, runtime, expected, ours = _whole_model(source, spec, engine, np.random.default_rng(VERIFY_SEED))
     else:
-        raise ConversionError(f"cannot verify a spec whose source format is {fmt!r}")
-    ours, _ = engine.run(x)
+        x = verify_input(spec, *((_onnx_fixed_sizes(source, spec) if fmt == "onnx" else None) or ()))
+        if fmt == "onnx":
+            runtime, expected = _onnx_runtime_output(source, spec, x)
+        elif fmt == "torch":
+            runtime, expected = _torch_output(source, spec, x)
+        else:
+            raise ConversionError(f"cannot verify a spec whose source format is {fmt!r}")
+        ours, _ = engine.run(x)
+    if ours.shape != expected.shape:
+        raise VerificationError(f"verification against {runtime} failed: fastlstm returns shape {ours.shape}, "
+                                f"the source {expected.shape}")
     max_abs = float(np.max(np.abs(ours.astype(np.float64) - expected)))
     scale = max(float(np.max(np.abs(expected))), 1.0)
     measured = {
@@ -56,9 +66,104 @@ def verify(source, spec, engine, tolerance: float = 2e-5) -> dict:
 
 
 def verify_input(spec, steps: int = VERIFY_STEPS, batch: int = VERIFY_BATCH) -> np.ndarray:
-    """The random input every verification runs: (steps, batch, I) float32 N(0, 1), fixed seed."""
+    """The random input every verification runs: (steps, batch, I) float32 N(0, 1), fixed seed; for a whole
+    model what it takes: token ids (steps, batch) in [0, V), or (steps, batch, F) features."""
     rng = np.random.default_rng(VERIFY_SEED)
-    return rng.standard_normal((steps, batch, spec.input_size)).astype(np.float32)
+    if spec.vocab_size is not None:
+        return rng.integers(0, spec.vocab_size, (steps, batch))
+    return rng.standard_normal((steps, batch, spec.in_features)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------- whole models
+
+
+def _whole_model(source, spec, engine, rng):
+    """Random valid inputs (token ids in [0, V), or N(0, 1) features; random lengths, initial states when
+    the source takes them) through the source runtime's whole model and through `engine`.
+    Returns (x, runtime name, expected float64, ours)."""
+    model = spec.source.get("model", {})
+    batch_first, squeeze = bool(spec.source.get("batch_first")), bool(model.get("squeeze"))
+    T, B = VERIFY_STEPS, 1 if squeeze else VERIFY_BATCH
+    fixed = list(model.get("input_shape") or [])[:2]  # the sizes a source graph fixes must be used
+    if squeeze and fixed[:1] and fixed[0]:
+        T = fixed[0]
+    elif len(fixed) == 2:
+        t_axis, b_axis = (1, 0) if batch_first else (0, 1)
+        T, B = fixed[t_axis] or T, fixed[b_axis] or B
+    if spec.vocab_size is not None:
+        x = rng.integers(0, spec.vocab_size, (T, B))
+    else:
+        x = rng.standard_normal((T, B, spec.in_features)).astype(np.float32)
+    state = engine.new_state(B)
+    inputs = model.get("state_inputs", {})
+    for key in inputs:
+        array = getattr(state, key)
+        array[...] = 0.5 * rng.standard_normal(array.shape).astype(np.float32)
+    lens = None
+    if model.get("sequence_lens"):
+        lens = rng.integers(1, T + 1, B).astype(np.int32)
+        lens[0] = T
+    feed_x = x[:, 0] if squeeze else (np.swapaxes(x, 0, 1) if batch_first else x)
+    ours, final = engine.run(feed_x, state, sequence_lens=lens, batch_first=batch_first)
+    if model.get("output") is None:  # an encoder: its outputs are the final state
+        if "h" not in model.get("state_outputs", {}):
+            raise ConversionError("the model has neither an output nor h_n to verify")
+        model = {**model, "output": model["state_outputs"]["h"]}
+        ours = _state_as_torch(final.h)
+    torch_source = spec.source.get("format") == "torch"
+    run = _torch_module_output if torch_source else _onnx_graph_output
+    runtime, expected = run(source, model, feed_x, {k: getattr(state, k) for k in inputs}, lens)
+    return feed_x, runtime, expected, ours
+
+
+def _state_as_torch(array: np.ndarray) -> np.ndarray:
+    """A State's (L, D, B, n) as torch / ONNX-export layout (L*D, B, n)."""
+    L, D, B, n = array.shape
+    return np.ascontiguousarray(array.reshape(L * D, B, n))
+
+
+def _onnx_graph_output(source, model, x, states, lens):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConversionError("--verify of an ONNX model needs onnxruntime (pip install onnxruntime)") from None
+    proto = onnx_import._load(source)
+    proto.ir_version = min(proto.ir_version or 8, 10)  # what onnxruntime reads
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(int(model.get("input_type", TensorProto.FLOAT)))
+    feeds = {model["input"]: np.asarray(x).astype(dtype)}
+    for key, name in model.get("state_inputs", {}).items():
+        feeds[name] = _state_as_torch(states[key])
+    if model.get("sequence_lens"):
+        name = model["sequence_lens"]
+        elem = next(i.type.tensor_type.elem_type for i in proto.graph.input if i.name == name)
+        feeds[name] = lens.astype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        (y,) = session.run([model["output"]], feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ConversionError(f"ONNX Runtime could not run the model: {str(exc).splitlines()[0]}") from None
+    return f"onnxruntime {ort.__version__}", np.asarray(y, np.float64)
+
+
+def _torch_module_output(source, model, x, states, lens):
+    torch = torch_import._import_torch("--verify of a PyTorch model")
+    if not isinstance(source, torch.nn.Module):
+        raise ConversionError("verifying a whole PyTorch model needs the nn.Module it was converted from")
+    if lens is not None:
+        raise ConversionError("cannot verify a PyTorch module with sequence lengths")
+    args = [torch.from_numpy(np.asarray(x))]
+    args += [torch.from_numpy(_state_as_torch(states[k])) for k in ("h", "c") if k in states]
+    with torch.no_grad():
+        was_training = source.training
+        source.eval()
+        try:
+            y = source(*args)
+        finally:
+            source.train(was_training)
+    y = y[0] if isinstance(y, (tuple, list)) else y
+    return f"torch {torch.__version__}", y.double().numpy()
 
 
 # ------------------------------------------------------------------------------------------ ONNX

@@ -55,6 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="run the source runtime on random input, store the error, fail above tolerance")
     convert.add_argument("--weights", choices=["fp32", "fp16", "bf16", "int8"],
                          help="store W and R as fp16, bf16 or int8 (per gate row); default: the source's")
+    convert.add_argument("--lstm-only", action="store_true",
+                         help="ONNX: convert the LSTM node(s) alone, not the layers around them")
 
     info = commands.add_parser("info", help="describe a .fastlstm file")
     info.add_argument("file")
@@ -65,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     warm = commands.add_parser("warmup", help="compile the kernels into the cache ahead of first use "
                                               "(for a deployment image)")
     warm.add_argument("--default-only", action="store_true",
-                      help="only the default-cell kernel (skip the general cell: clip, peepholes, other activations)")
+                      help="only the default-cell kernels (skip the general cell: clip, peepholes, other activations)")
 
     bench = commands.add_parser("bench", help="benchmark fastlstm against ONNX Runtime and PyTorch")
     bench.add_argument("--quick", action="store_true", help="a small sweep (< 3 minutes)")
@@ -118,9 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "convert" and not args.list and not args.output:
         parser.error("convert needs -o DST (or --list)")
     held = Capture(enabled=args.command in ("convert", "info") and not args.debug)
+    notes: list[str] = []  # our own stderr lines, printed once the capture has given stderr back
     try:
         with held:
-            return _dispatch(args)
+            status = _dispatch(args, notes)
+        for note in notes:
+            print(note, file=sys.stderr)
+        return status
     except (FastLSTMError, OSError) as exc:
         if args.debug:
             raise
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL_ERROR
 
 
-def _dispatch(args) -> int:
+def _dispatch(args, notes: list[str]) -> int:
     if args.command == "convert" and args.list:
         from .cli_convert import list_file
 
@@ -150,7 +156,9 @@ def _dispatch(args) -> int:
         from .cli_convert import convert_file
 
         report = convert_file(args.src, args.output, node=args.node, prefix=args.prefix, verify=args.verify,
-                              weights=args.weights)
+                              weights=args.weights, lstm_only=args.lstm_only)
+        if report.get("note"):  # the whole model was not covered: one line, what was and the first op that was not
+            notes.append(f"fastlstm convert: note: {_one_line(report['note'])}")
         print(f"wrote {args.output}: {report['summary']}")
         if "verify" in report:
             v = report["verify"]
@@ -214,7 +222,16 @@ def describe(spec) -> dict:
         "weights": spec.weights,
         "source": spec.source,
         "verify": spec.verify,
+        **({"layers": {"pre": [_layer_info(x) for x in spec.pre], "post": [_layer_info(x) for x in spec.post]}}
+           if spec.pre or spec.post else {}),
     }
+
+
+def _layer_info(layer) -> dict:
+    from .layers import layer_arrays, layer_meta
+
+    return {**layer_meta(layer), "text": layer.describe(),
+            "shapes": {name: list(a.shape) for name, a in layer_arrays(layer).items()}}
 
 
 def format_info(spec, path: str) -> str:
@@ -236,6 +253,10 @@ def format_info(spec, path: str) -> str:
             if cell["clip"] is not None:
                 extras.append(f"clip={cell['clip']:g}")
             lines.append(f"  cell {l}.{k}    {'/'.join(cell['activations'])} {' '.join(extras)}".rstrip())
+    for where, label in (("pre", "before"), ("post", "after")):
+        for layer in d.get("layers", {}).get(where, []):
+            shapes = ", ".join(f"{k} {tuple(v)}" for k, v in layer["shapes"].items())
+            lines.append(f"  {label:<11} {layer['text']}{f'  [{shapes}]' if shapes else ''}")
     # source and verify are free-form metadata from the file: print them escaped, never trust their types
     source = ", ".join(f"{_one_line(k)}={_one_line(v)}" for k, v in sorted(d["source"].items())) or "unknown"
     lines.append(f"  source      {source}")

@@ -31,11 +31,15 @@ def source_kind(path: str) -> str:
 
 
 def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None = None,
-                 verify: bool = False, weights: str | None = None) -> dict:
+                 verify: bool = False, weights: str | None = None, lstm_only: bool = False) -> dict:
     """Convert `src` into the packed file `dst`; with verify, compare against the source runtime first.
     weights: 'fp32' | 'fp16' | 'bf16' | 'int8' stores W and R so (None: as the source has them).
 
+    ONNX: the whole model when every op around the LSTM is covered, else the LSTM part with report["note"]
+    naming what was covered and the first op that was not (lstm_only: the LSTM part, no note).
     Nothing is written when conversion or verification fails."""
+    import warnings
+
     import converters
 
     if not os.path.isfile(src):
@@ -44,7 +48,10 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
     if kind == "onnx":
         if prefix is not None:
             raise ConversionError("--prefix applies to PyTorch sources; this is an ONNX model (use --node)")
-        spec = converters.from_onnx(src, node=node)
+        with warnings.catch_warnings():  # the note comes back in spec.source, printed once by the CLI; other
+            # warnings (onnx's, numpy's) go on to the CLI's capture, which counts them in a failure's line
+            warnings.filterwarnings("ignore", message="converted the LSTM part only", category=UserWarning)
+            spec = converters.from_onnx(src, node=node, lstm_only=lstm_only)
     else:
         if node is not None:
             raise ConversionError("--node applies to ONNX sources; this is a PyTorch file (use --prefix)")
@@ -53,6 +60,8 @@ def convert_file(src: str, dst: str, node: str | None = None, prefix: str | None
     if weights is not None:
         spec = converters.quantize(spec, weights)
     report = {"summary": summary(spec)}
+    if spec.source.get("not_covered"):
+        report["note"] = spec.source["not_covered"]
     if verify:
         if spec.weights == "fp32":
             measured = converters.verify(src, spec, Engine(spec), tolerance=VERIFY_TOLERANCE)
@@ -83,5 +92,7 @@ def summary(spec) -> str:
     kind = "bidirectional " if spec.num_directions == 2 else ""
     proj = f", projection {spec.proj_size}" if spec.proj_size else ""
     weights = "" if spec.weights == "fp32" else f", {spec.weights} weights"
-    return (f"{spec.num_layers}-layer {kind}LSTM, input {spec.input_size}, hidden {spec.hidden_size}{proj}{weights} "
-            f"(from {spec.source.get('format', 'unknown')})")
+    lstm = f"{spec.num_layers}-layer {kind}LSTM, input {spec.input_size}, hidden {spec.hidden_size}{proj}{weights}"
+    if spec.pre or spec.post:  # a whole model: its layers in order around the LSTM
+        lstm = " -> ".join([x.describe() for x in spec.pre] + [lstm] + [x.describe() for x in spec.post])
+    return f"{lstm} (from {spec.source.get('format', 'unknown')})"

@@ -1,4 +1,7 @@
-"""Engine: the immutable plan (packed weights) shared by every stream; run() a sequence, step() a frame."""
+"""Engine: the immutable plan (packed weights) shared by every stream; run() a sequence, step() a frame.
+
+A spec with layers around the LSTM (a whole model) makes a stages.ModelEngine, an Engine whose run() and
+step() also run those layers; a bare LSTM's Engine has none of that code on its paths."""
 
 from __future__ import annotations
 
@@ -20,6 +23,13 @@ _NO_LENS = np.zeros(1, np.int64)  # step's unused lens argument
 class Engine:
     """A loaded model. Immutable after construction; share one Engine between threads and streams."""
 
+    def __new__(cls, spec=None, *args, **kwargs):
+        if cls is Engine and isinstance(spec, ModelSpec) and (spec.pre or spec.post):
+            from .stages import ModelEngine  # a whole model (stages.py imports this module)
+
+            cls = ModelEngine
+        return super().__new__(cls)
+
     def __init__(self, spec: ModelSpec, *, release_source=None, _calibrating: int = 0):
         if not isinstance(spec, ModelSpec):
             raise InputError(f"Engine(spec) expects a fastlstm ModelSpec (from converters or format.read_spec), "
@@ -34,6 +44,10 @@ class Engine:
         self.plan = build_plan(spec, release_source)
         self.padded_hidden = self.plan.padded_hidden
         self.streamable = all(not ds.reverse for layer in spec.layers for ds in layer)
+        self.vocab_size = spec.vocab_size  # token ids in [0, V) when the model starts with an Embedding, else None
+        self.in_features = spec.in_features  # features per step otherwise
+        self.out_features = spec.out_features  # what run() / step() return per row (D*Hout for a bare LSTM)
+        self._state_extra = self.plan.step_floats if self.streamable else 0  # a whole model's step scratch
         self._wbuf, self._variant = self.plan.wbuf, self.plan.variant
         self._args = (self._wbuf, self._variant)
         self._out_shapes = {1: (spec.output_size,), 2: (1, spec.output_size)}  # by the frame's ndim, batch 1
@@ -56,7 +70,8 @@ class Engine:
         """Zero state for `batch` streams: h (L, D, B, Hout), c (L, D, B, H)."""
         if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
             raise InputError(f"batch must be a positive integer, got {batch!r}")
-        return State.zeros(self.num_layers, self.num_directions, int(batch), self.hidden_size, self.output_size)
+        return State.zeros(self.num_layers, self.num_directions, int(batch), self.hidden_size, self.output_size,
+                           self._state_extra)
 
     def reset(self) -> None:
         """Zero the engine's default stream (the one step() uses when state=None)."""
@@ -133,12 +148,25 @@ class Engine:
         x3, squeeze = self._check_sequence(x, batch_first)
         T, B, _ = x3.shape
         lens = self._check_lens(sequence_lens, T, B)
-        h_shape, c_shape = self._state_shapes(B)
+        final = self._final_state(state, B)
+        y = self._run_stack(x3, lens, final)
+        if squeeze:  # (T, I) in: (T, D*Hout) out, whatever batch_first says
+            return y[:, 0], final
+        if batch_first:
+            y = np.ascontiguousarray(y.transpose(1, 0, 2))
+        return y, final
+
+    def _final_state(self, state: State | None, B: int) -> State:
+        """The State run() advances and returns: a copy of `state` (checked), or zeros."""
         if state is None:
-            final = self.new_state(B)
-        else:
-            check_state(state, h_shape, c_shape)
-            final = state.copy()
+            return self.new_state(B)
+        check_state(state, *self._state_shapes(B))
+        return state.copy()
+
+    def _run_stack(self, x3: np.ndarray, lens: np.ndarray, final: State) -> np.ndarray:
+        """The LSTM stack on x3 (T, B, I) float32 C-contiguous from final's h and c (advanced in place);
+        returns y (T, B, D*Hout)."""
+        T, B, _ = x3.shape
         D = self.num_directions
         team = self._team_for(B * self._run_work, "run")
         layer_input = x3
@@ -151,12 +179,7 @@ class Engine:
                     raise RuntimeError("fastlstm internal error: the run kernel refused validated shapes; "
                                        "please report it")
             layer_input = out
-        y = layer_input
-        if squeeze:  # (T, I) in: (T, D*Hout) out, whatever batch_first says
-            return y[:, 0], final
-        if batch_first:
-            y = np.ascontiguousarray(y.transpose(1, 0, 2))
-        return y, final
+        return layer_input
 
     # ---- step ------------------------------------------------------------------------------------
     def step(self, x_t, state: State | None = None, out=None):

@@ -7,16 +7,21 @@ with the format version, sizes, per layer/direction cell options, source and ver
 Any safetensors reader can open the file; ours validates every field before touching tensor bytes.
 
 Tensors per layer l, direction d: layers.l.d.W (4H, I), .R (4H, Hout), .b (4H,), optional .peephole (3, H)
-and .proj (Hout, H). Version 2 adds the metadata key "weights" ('fp32' | 'fp16' | 'bf16' | 'int8', see
-fastlstm.quantized): W and R are then stored as F16, BF16 (the uint16 bit patterns) or I8, and int8
-adds layers.l.d.W.scale and layers.l.d.R.scale, (4H,) F32, one scale per gate row. Every other tensor
-is F32. Version 1 files (no "weights": all F32) are still read.
+and .proj (Hout, H). Version 2 (written) adds two things to version 1, both additive:
+- the metadata key "weights" ('fp32' | 'fp16' | 'bf16' | 'int8', see fastlstm.quantized): W and R are then
+  stored as F16, BF16 (the uint16 bit patterns) or I8, and int8 adds layers.l.d.W.scale and
+  layers.l.d.R.scale, (4H,) F32, one scale per gate row;
+- the layers around the LSTM (fastlstm.layers): metadata "pre" and "post" list layer entries
+  (layers.layer_meta), their tensors are named "pre.K.table", "post.K.weight", ... (shapes implied by the
+  entries); both lists are empty for a bare LSTM.
+Every tensor but a quantized W and R is F32. Version 1 files (no "weights": all F32; no layers) are still read.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import mmap
 import os
 import stat
@@ -26,14 +31,16 @@ import numpy as np
 
 from .atomic import write_atomically
 from .errors import FormatError, SpecError
+from .layers import layer_arrays, layer_from, layer_meta, layer_tensors
 from .quantized import WEIGHT_TYPES, QuantizedMatrix
 from .spec import CellOptions, DirectionSpec, ModelSpec
 
 FORMAT_NAME = "fastlstm"
-FORMAT_VERSION = 2  # written; 2 added the weight type (quantized W and R)
+FORMAT_VERSION = 2  # written; 2 added the weight type (quantized W and R) and the layers around the LSTM
 READ_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 16 << 20  # a header this large is not one we wrote: refuse before reading it
 MAX_DIM = 1 << 20  # hidden/input sizes beyond this are refused before any allocation
+MAX_LAYERS = 64  # layers before / after the LSTM in one file
 _ALIGN = 64  # header is space-padded so tensor data starts on a cache line
 # safetensors dtype of W and R per weight type, and the little-endian numpy dtype of every stored dtype
 WEIGHT_DTYPES = {"fp32": "F32", "fp16": "F16", "bf16": "BF16", "int8": "I8"}
@@ -88,6 +95,11 @@ def save(spec: ModelSpec, path: str | os.PathLike) -> None:
                 arrays.append((prefix + "peephole", ds.peephole))
             if ds.proj is not None:
                 arrays.append((prefix + "proj", ds.proj))
+    for stack, layers in (("pre", spec.pre), ("post", spec.post)):
+        meta[stack] = [layer_meta(layer) for layer in layers]
+        for k, layer in enumerate(layers):
+            arrays += [(f"{stack}.{k}.{suffix}", np.ascontiguousarray(array, dtype="<f4"))
+                       for suffix, array in layer_arrays(layer).items()]
     header: dict = {"__metadata__": {FORMAT_NAME: json.dumps(meta, sort_keys=True)}}
     offset = 0
     for name, array in arrays:
@@ -183,6 +195,9 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
     for l in range(spec_like["num_layers"]):
         for d in range(spec_like["num_directions"]):
             expected.update(_tensor_names(spec_like, l, d))
+    for stack in ("pre", "post"):
+        for k, entry in enumerate(spec_like[stack]):
+            expected.update({f"{stack}.{k}.{suffix}": shape for suffix, shape in entry["tensors"].items()})
     found = {k for k in header if k != "__metadata__"}
     if found != set(expected):
         missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
@@ -213,7 +228,7 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         ):
             raise FormatError(f"{where}: tensor {name} has malformed data_offsets {_show(offsets)}")
         begin, end = offsets
-        nbytes = NUMPY_DTYPES[want].itemsize * int(np.prod(shape))
+        nbytes = NUMPY_DTYPES[want].itemsize * math.prod(shape)  # Python ints: a lying shape cannot overflow
         if not 0 <= begin <= end <= data_len or end - begin != nbytes:
             raise FormatError(
                 f"{where}: tensor {name} spans bytes [{begin}, {end}) but needs {nbytes} bytes "
@@ -253,6 +268,8 @@ def parse_spec(buffer, where: str = "<bytes>") -> ModelSpec:
         layers=layers,
         source=meta.get("source") if isinstance(meta.get("source"), dict) else {},
         verify=meta.get("verify") if isinstance(meta.get("verify"), dict) else {},
+        pre=_layers_of(spec_like, "pre", arrays),
+        post=_layers_of(spec_like, "post", arrays),
     )
     try:
         return spec.validate()
@@ -306,7 +323,26 @@ def _check_meta(meta: dict, where: str) -> dict:
             except SpecError as exc:
                 raise FormatError(f"{where}: {_cut(str(exc), 300)}") from None
             cell["peephole"], cell["reverse"] = bool(cell.get("peephole")), bool(cell.get("reverse"))
+    for key in ("pre", "post"):  # version 2: the layers around the LSTM; version 1 has none
+        entries = meta.get(key, []) if version >= 2 else []
+        if not isinstance(entries, list) or len(entries) > MAX_LAYERS:
+            raise FormatError(f"{where}: metadata {key!r} must be a list of at most {MAX_LAYERS} layer entries")
+        checked = []
+        for k, entry in enumerate(entries):
+            try:
+                checked.append({"meta": entry, "tensors": layer_tensors(entry, MAX_DIM)})
+            except SpecError as exc:
+                raise FormatError(f"{where}: {key}[{k}]: {_cut(str(exc), 300)}") from None
+        meta[key] = checked
     return meta
+
+
+def _layers_of(spec_like: dict, key: str, arrays: dict) -> list:
+    layers = []
+    for k, entry in enumerate(spec_like[key]):
+        own = {suffix: arrays[f"{key}.{k}.{suffix}"] for suffix in entry["tensors"]}
+        layers.append(layer_from(entry["meta"], own))
+    return layers
 
 
 def _show(value, limit: int = 80) -> str:

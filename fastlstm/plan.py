@@ -17,6 +17,7 @@ from . import tuning
 from .kernels.activations import ACTIVATION_CODES
 from .kernels.layout import ALIGN, CELL_FLOATS, FIELDS, LAYER, RECORDS, records_floats
 from .kernels.target import LANES, TARGET, Target
+from .plan_layers import layer_sizes, pack_layers
 from .quantized import QuantizedMatrix
 from .spec import ModelSpec
 
@@ -31,9 +32,11 @@ class Plan:
              slabs of int8 / fp16 / bf16 weights are stored as such, in wbuf's bytes)
     layers   (L*D,) layout.LAYER records, read-only: a view of the front of wbuf
     variant  an empty marker array whose type tells the kernels what to compile (entry.py): dtype float32,
-             int8, uint16 (bf16) or int16 (fp16) for the stored weights; ndim 2 when some cell needs the
-             general path (other activations, clip, peepholes, input_forget), else 1
-    weights  "fp32", "fp16", "bf16" or "int8"
+             int8, uint16 (bf16) or int16 (fp16) for the stored weights; ndim 1, + 1 when some cell needs the
+             general path (other activations, clip, peepholes, input_forget), + 2 for a whole model (layers
+             around the LSTM, plan_layers.py)
+    weights  "fp32", "fp16", "bf16" or "int8" (of the LSTM's W and R; the layers around it are fp32)
+    step_floats  a whole model's step scratch per stream in the state buffer (layout.W_STEP_FLOATS), else 0
     """
 
     target: Target
@@ -41,6 +44,7 @@ class Plan:
     layers: np.ndarray
     variant: np.ndarray
     weights: str
+    step_floats: int = 0
 
     @property
     def blocks(self) -> int:
@@ -72,6 +76,7 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
             sizes += [nblk * G, CELL_FLOATS]
             sizes += [3 * H] if ds.peephole is not None else []
             sizes += [pblk * H * G, pblk * G] if has_proj else []
+    sizes += layer_sizes(spec)
     head = records_floats(count)
     wbuf = _aligned_empty(head + sum(_aligned(n) for n in sizes))
     wbuf[:head] = 0.0
@@ -106,10 +111,11 @@ def build_plan(spec: ModelSpec, release_source=None) -> Plan:
             rec["directions"] = spec.num_directions
             rec["panel_rows"] = tuning.panel_rows(max(I, Hout))
             rec["step_chunk"] = tuning.STEP_CHUNK
+    step_floats = pack_layers(spec, cursor, wbuf[:RECORDS].view(np.int64), release_source)
     wbuf.flags.writeable = False
     records = wbuf[RECORDS : RECORDS + 2 * FIELDS * count].view(LAYER)  # read-only now, like wbuf
-    marker_shape = (0,) if records["default_cell"].all() else (0, 0)
-    return Plan(TARGET, wbuf, records, np.empty(marker_shape, STORAGE[spec.weights]), spec.weights)
+    ndim = (1 if records["default_cell"].all() else 2) + (2 if spec.pre or spec.post else 0)
+    return Plan(TARGET, wbuf, records, np.empty((0,) * ndim, STORAGE[spec.weights]), spec.weights, step_floats)
 
 
 class _Cursor:

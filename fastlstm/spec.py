@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import SpecError
+from .layers import Embedding, SelectLast, validate_layers
 from .quantized import WEIGHT_TYPES, QuantizedMatrix, weight_type  # noqa: F401 (re-exported)
 
 # ONNX activation name -> (default alpha, default beta); None = the function takes no such parameter.
@@ -147,7 +148,10 @@ class DirectionSpec:
 
 @dataclass
 class ModelSpec:
-    """A stack of LSTM layers. layers[l][d] is layer l, direction d (0 forward, 1 reverse)."""
+    """A stack of LSTM layers. layers[l][d] is layer l, direction d (0 forward, 1 reverse).
+
+    `pre` / `post` are the layers before and after the stack (fastlstm.layers: Embedding, Linear, ...);
+    both empty for a bare LSTM, which behaves exactly as before they existed."""
 
     input_size: int
     hidden_size: int
@@ -157,6 +161,8 @@ class ModelSpec:
     layers: list[list[DirectionSpec]]
     source: dict = field(default_factory=dict)  # json-able provenance (format, node, opset, ...)
     verify: dict = field(default_factory=dict)  # what `convert --verify` measured
+    pre: list = field(default_factory=list)  # layers before the LSTM stack, in order
+    post: list = field(default_factory=list)  # layers after it, in order
 
     @property
     def output_size(self) -> int:
@@ -166,8 +172,31 @@ class ModelSpec:
     @property
     def weights(self) -> str:
         """The weight type of W and R: 'fp32' or a QuantizedMatrix kind ('fp16', 'bf16', 'int8').
-        One type per model (validate() checks that every W and R shares it)."""
+        One type per model (validate() checks that every W and R shares it). The layers around the LSTM
+        stay fp32."""
         return weight_type(self.layers[0][0].W) if self.layers and self.layers[0] else "fp32"
+
+    @property
+    def vocab_size(self) -> int | None:
+        """V when the model starts with an Embedding (it takes token ids), else None."""
+        return self.pre[0].vocab_size if self.pre and isinstance(self.pre[0], Embedding) else None
+
+    @property
+    def in_features(self) -> int | None:
+        """Features per step the model takes (None when it takes token ids)."""
+        if self.vocab_size is not None:
+            return None
+        return self.pre[0].in_features if self.pre else self.input_size
+
+    @property
+    def out_features(self) -> int:
+        """Features per row the model returns: the last layer's, or D*Hout for a bare LSTM."""
+        return self.post[-1].out_features if self.post else self.num_directions * self.output_size
+
+    @property
+    def selects_last(self) -> bool:
+        """True when run() returns one row per sequence (B, C) instead of one per step."""
+        return bool(self.post) and isinstance(self.post[0], SelectLast)
 
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.num_directions * self.output_size
@@ -213,6 +242,7 @@ class ModelSpec:
                     raise SpecError(f"{where}: a bidirectional layer runs direction 0 forward and 1 reverse")
                 if not isinstance(ds.options, CellOptions):
                     raise SpecError(f"{where}: options must be CellOptions, got {type(ds.options).__name__}")
+        validate_layers(self.pre, self.post, self.input_size, self.num_directions * Hout)
         return self
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .atomic import write_atomically
 from .errors import FormatError, InputError
-from .kernels.layout import SHAPE_WORDS, state_sizes
+from .kernels.layout import SHAPE_WORDS, layer_scratch_at, state_sizes
 
 # Snapshot bytes (little endian): a 40-byte header, then h (L*D*B*Hout) and c (L*D*B*H) as raw float32.
 #   magic 8s | version u32 | layers u32 | directions u32 | batch u32 | hidden u32 | output u32 |
@@ -58,9 +58,14 @@ class State:
     h and c are views of one float32 buffer that also holds the step kernel's scratch (layout.py), so a
     step passes one array to the kernel and allocates nothing. State(h, c) copies the given arrays into
     a new buffer; h and c cannot be rebound (write into them: st.h[...] = values).
+
+    A State made by a whole model's engine (Engine.new_state) also holds the step scratch of the layers
+    around the LSTM (`_extra` floats per stream) and the token ids of a step (`_ids`, (B,) int64, a view);
+    the States derived from it (copy, select, drop, concat) keep that room. Any State of the same LSTM
+    works with the engine: one without the room gets its scratch allocated per step.
     """
 
-    __slots__ = ("_buf", "_h", "_c", "_batch")
+    __slots__ = ("_buf", "_h", "_c", "_batch", "_extra", "_ids")
 
     def __init__(self, h, c):
         h, c = _state_array(h, "h"), _state_array(c, "c")
@@ -70,13 +75,35 @@ class State:
         self._h[...] = h
         self._c[...] = c
 
-    def _allocate(self, L: int, D: int, B: int, Hout: int, H: int) -> None:
-        n_h, n_c, total = state_sizes(L, D, B, H, Hout, Hout < H)
+    def _allocate(self, L: int, D: int, B: int, Hout: int, H: int, extra: int = 0) -> None:
+        has_proj = Hout < H
+        n_h, n_c, total = state_sizes(L, D, B, H, Hout, has_proj)
+        total += B * extra  # a whole model's layer scratch (extra is even: the shape words stay aligned)
         self._buf = np.zeros(total, np.float32)
         self._buf[total - 2 * SHAPE_WORDS :].view(np.int64)[:] = (L, D, B, H, Hout)
         self._h = self._buf[:n_h].reshape(L, D, B, Hout)
         self._c = self._buf[n_h : n_h + n_c].reshape(L, D, B, H)
         self._batch = B
+        self._extra = extra
+        self._bind_ids()
+
+    def _bind_ids(self) -> None:
+        """_ids: the first words of a whole model's layer scratch, where step() puts token ids (kernels/model.py)."""
+        self._ids = None
+        if self._extra:
+            L, D, B, Hout = self._h.shape
+            H = self._c.shape[3]
+            at = layer_scratch_at(L, D, B, H, Hout, Hout < H)
+            self._ids = self._buf[at : at + 2 * B].view(np.int64)
+
+    @classmethod
+    def _of(cls, h, c, extra: int) -> State:
+        """State(h, c) with `extra` layer scratch floats per stream (the room of the State it comes from)."""
+        state = cls.__new__(cls)
+        state._allocate(*h.shape, c.shape[3], extra)
+        state._h[...] = h
+        state._c[...] = c
+        return state
 
     @property
     def h(self) -> np.ndarray:
@@ -87,9 +114,10 @@ class State:
         return self._c
 
     @classmethod
-    def zeros(cls, layers: int, directions: int, batch: int, hidden: int, output: int) -> State:
+    def zeros(cls, layers: int, directions: int, batch: int, hidden: int, output: int, extra: int = 0) -> State:
+        """Zeros; extra: a whole model's layer scratch floats per stream (Engine.new_state knows it)."""
         state = cls.__new__(cls)
-        state._allocate(layers, directions, batch, output, hidden)
+        state._allocate(layers, directions, batch, output, hidden, extra)
         return state
 
     @property
@@ -104,6 +132,8 @@ class State:
         state._h = state._buf[:n_h].reshape(self._h.shape)
         state._c = state._buf[n_h : n_h + n_c].reshape(self._c.shape)
         state._batch = self._batch
+        state._extra = self._extra
+        state._bind_ids()
         return state
 
     def zero_(self, streams=None) -> None:
@@ -122,7 +152,7 @@ class State:
     def select(self, streams) -> State:
         """A new State holding copies of `streams` (index, slice or sequence; repeats allowed), in order."""
         rows = self._rows(streams, allow_repeats=True)
-        return State(np.ascontiguousarray(self.h[:, :, rows]), np.ascontiguousarray(self.c[:, :, rows]))
+        return State._of(self.h[:, :, rows], self.c[:, :, rows], self._extra)
 
     def drop(self, streams) -> State:
         """A new State without `streams` (the others keep their order). Dropping every stream is an error."""
@@ -151,8 +181,8 @@ class State:
             if not isinstance(st, State):
                 raise InputError(f"concat: expected fastlstm States, got {type(st).__name__}")
             states[0]._check_same_cell(st, "concat")
-        return cls(np.concatenate([st.h for st in states], axis=2),
-                   np.concatenate([st.c for st in states], axis=2))
+        return cls._of(np.concatenate([st.h for st in states], axis=2), np.concatenate([st.c for st in states], axis=2),
+                       states[0]._extra)
 
     def _rows(self, streams, allow_repeats: bool = False) -> np.ndarray:
         """index / slice / sequence of indices -> int64 rows in [0, B); negatives count from the end."""

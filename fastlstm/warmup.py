@@ -2,8 +2,9 @@
 node or a CI cache), so the first run() / step() of a real model only loads them.
 
 A model needs one compiled kernel: the default-cell one for every model whose cells are sigmoid/tanh/tanh
-without peepholes or clip, the general one otherwise (kernels/entry.py). Sizes, layers, batch, threads
-and projections are run-time values, so two tiny models compile everything any model can use.
+without peepholes or clip, the general one otherwise, and each again with the layers around the LSTM for a
+whole model (kernels/entry.py). Sizes, layers, batch, threads, projections and which layers a whole model
+has are run-time values, so four tiny models compile everything any fp32 model can use.
 """
 
 from __future__ import annotations
@@ -15,29 +16,38 @@ import numpy as np
 from .engine import Engine
 from .kernels.cache import cache_directory
 from .kernels.target import TARGET
+from .layers import Embedding, Linear
 from .spec import CellOptions, DirectionSpec, ModelSpec
 
 
-def _tiny_spec(general: bool) -> ModelSpec:
+def _tiny_spec(general: bool, whole: bool) -> ModelSpec:
     rng = np.random.default_rng(0)
     H, I = 8, 4
     ds = DirectionSpec(W=rng.normal(size=(4 * H, I)), R=rng.normal(size=(4 * H, H)), b=np.zeros(4 * H),
                        peephole=rng.normal(size=(3, H)) if general else None,
                        options=CellOptions.make(clip=3.0) if general else CellOptions())
-    return ModelSpec(I, H, 1, 1, 0, [[ds]]).validate()
+    spec = ModelSpec(I, H, 1, 1, 0, [[ds]])
+    if whole:  # token ids in, a head out: every layer kernel is in the same compiled kernel
+        spec.pre, spec.post = [Embedding(rng.normal(size=(5, I)))], [Linear(rng.normal(size=(5, H)), None)]
+    return spec.validate()
 
 
 def warmup(general: bool = True) -> dict:
-    """Compile (or load) the default-cell kernel, and the general-cell one when `general`; returns what was
-    done and how long it took."""
+    """Compile (or load) the default-cell kernels (bare LSTM and whole model), and the general-cell ones when
+    `general`; returns what was done and how long it took."""
     done = {}
-    for name, use_general in (("default cell", False), ("general cell", True)):
+    for name, use_general, whole in (("default cell", False, False), ("general cell", True, False),
+                                     ("whole model", False, True), ("whole model, general cell", True, True)):
         if use_general and not general:
             continue
         start = time.perf_counter()
-        eng = Engine(_tiny_spec(use_general))
-        eng.run(np.zeros((2, 1, eng.input_size), np.float32))
-        eng.step(np.zeros(eng.input_size, np.float32), eng.new_state())
+        eng = Engine(_tiny_spec(use_general, whole))
+        if whole:
+            eng.run(np.zeros((2, 1), np.int64))
+            eng.step(1, eng.new_state())
+        else:
+            eng.run(np.zeros((2, 1, eng.input_size), np.float32))
+            eng.step(np.zeros(eng.input_size, np.float32), eng.new_state())
         done[name] = time.perf_counter() - start
     return {"cpu": TARGET.cpu, "isa": TARGET.isa, "lanes": TARGET.lanes, "cache": str(cache_directory()),
             "seconds": done}

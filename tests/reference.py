@@ -103,3 +103,56 @@ def reference_run(spec, x, h0=None, c0=None, sequence_lens=None):
             outs.append(y_d)
         layer_in = np.concatenate(outs, axis=-1)
     return layer_in, hT, cT
+
+
+def reference_layers(layers, rows: np.ndarray) -> np.ndarray:
+    """The row-wise layers of fastlstm.layers (Embedding excluded) on rows (..., F), float64."""
+    z = np.asarray(rows, np.float64)
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind == "Linear":
+            z = z @ layer.weight.astype(np.float64).T
+            if layer.bias is not None:
+                z = z + layer.bias
+            z = _reference_activation(layer.activation, z)
+        elif kind == "Activation":
+            z = _reference_activation(layer.kind, z)
+        elif kind == "LayerNorm":
+            mean = z.mean(-1, keepdims=True)
+            var = ((z - mean) ** 2).mean(-1, keepdims=True)
+            z = (z - mean) / np.sqrt(var + layer.eps) * layer.weight + layer.bias
+        else:
+            raise ValueError(f"reference_layers: {kind} is not row-wise")
+    return z
+
+
+def _reference_activation(kind: str, z: np.ndarray) -> np.ndarray:
+    if kind == "relu":
+        return np.maximum(z, 0.0)
+    if kind == "tanh":
+        return np.tanh(z)
+    if kind == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    if kind in ("softmax", "log_softmax"):
+        shifted = z - z.max(-1, keepdims=True)
+        log_sum = np.log(np.exp(shifted).sum(-1, keepdims=True))
+        return np.exp(shifted - log_sum) if kind == "softmax" else shifted - log_sum
+    return z
+
+
+def reference_model(spec, x, sequence_lens=None, h0=None, c0=None):
+    """A whole model (spec.pre / spec.post) on x (T, B) token ids or (T, B, F) features, time-major, float64:
+    per-step rows (T, B, C), or (B, C) when it selects the last step."""
+    pre = list(spec.pre)
+    if pre and type(pre[0]).__name__ == "Embedding":
+        x = pre.pop(0).table.astype(np.float64)[np.asarray(x)]
+    y, hT, _ = reference_run(spec, reference_layers(pre, x), h0, c0, sequence_lens)
+    post = list(spec.post)
+    if post and type(post[0]).__name__ == "SelectLast":
+        T, B, _ = y.shape
+        lens = np.full(B, T) if sequence_lens is None else np.asarray(sequence_lens)
+        if post.pop(0).state:
+            y = hT[-1].transpose(1, 0, 2).reshape(B, -1)
+        else:
+            y = np.stack([y[n - 1, b] if n else np.zeros(y.shape[2]) for b, n in enumerate(lens)])
+    return reference_layers(post, y)

@@ -29,7 +29,7 @@ def check_outputs(out) -> dict:
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     for key in ("schema", "machine", "config", "plan", "peers", "results", "batched_step", "python_threads",
-                "isolated", "coldstart", "memory", "wall_time_s"):
+                "isolated", "generate", "coldstart", "memory", "wall_time_s"):
         assert key in results, key
     machine = results["machine"]
     assert machine["cpu"] and machine["logical_cpus"] >= 1
@@ -45,6 +45,12 @@ def check_outputs(out) -> dict:
         fast = rec["engines"]["fastlstm"]
         assert fast["median_us"] > 0 and fast["us_per_step"] > 0 and fast["p25_us"] <= fast["p75_us"]
         assert rec["engines"]["proxy"]["us_per_step"] > 0
+    gen = [(r["H"], r["V"], r["threads"]) for r in results["generate"]]
+    assert gen == [(32, 50, n) for n in threads]
+    for rec in results["generate"]:
+        assert rec["engines"]["fastlstm"]["tokens_per_s"] > 0, rec["engines"]["fastlstm"]
+        if results["peers"]["onnxruntime"]["available"]:
+            assert rec["engines"]["fastlstm"]["max_abs_err"] < 1e-4
     assert "total_s" in results["coldstart"]["engines"]["fastlstm"]
     assert results["memory"]["engines"]["fastlstm"]["file_mib"] > 0
     return results
@@ -56,7 +62,7 @@ def test_bench_tiny_sweep(tmp_path):
     results = check_outputs(tmp_path)
     assert "[" in proc.stderr and "step" in proc.stderr  # progress lines during the sweep
     assert "vs ONNX Runtime" in proc.stdout and "Cold start" in proc.stdout
-    for rec in results["results"]:
+    for rec in results["results"] + results["generate"]:
         for name in ENGINES:
             if results["peers"][name]["available"]:
                 assert rec["engines"][name]["max_abs_err"] < 1e-4, (rec["mode"], name)
@@ -81,6 +87,7 @@ def test_bench_tiny_sweep(tmp_path):
                     "÷ 1 stream", "pool +us", "(1, I) +us", "bit-identical"):
         assert heading in report, heading
     assert "Batched step, 1 thread(s)" in proc.stdout and "Two Python threads" in proc.stdout
+    assert "Generation, B=1" in proc.stdout
 
 
 @pytest.mark.skipif(MAX_THREADS < 2, reason="2-thread rows need 2 usable cores")

@@ -51,6 +51,30 @@ def test_step_with_out_allocates_no_array():
     assert _peak_growth(lambda: eng.step(x, st), 50) >= 4096
 
 
+def test_whole_model_step_with_out_allocates_no_array():
+    """A whole model's step is one kernel call whose scratch (the layers' rows, the token ids of step(int)) is
+    in the State: with out= it allocates no array either, for a token id, (B,) ids and float frames; without
+    out= the measurement sees the (V,) result."""
+    from fastlstm.layers import Embedding, LayerNorm, Linear
+
+    rng = np.random.default_rng(2)
+    spec = random_spec(32, 256, seed=2)
+    spec.pre = [Embedding(rng.normal(size=(1000, 32)))]
+    spec.post = [Linear(rng.normal(size=(1000, 256)), rng.normal(size=1000), "log_softmax")]
+    eng = fastlstm.Engine(spec.validate())
+    st, out = eng.new_state(), np.empty(1000, np.float32)
+    ids, batch_st, batch_out = np.array([1, 2, 3], np.int64), eng.new_state(3), np.empty((3, 1000), np.float32)
+    assert _peak_growth(lambda: eng.step(7, st, out=out), 500) < 1024
+    assert _peak_growth(lambda: eng.step(ids, batch_st, out=batch_out), 200) < 1024
+    assert _peak_growth(lambda: eng.step(7, st), 50) >= 4000
+    spec = random_spec(16, 64, seed=4)
+    spec.pre = [Linear(rng.normal(size=(16, 40)), None, "relu")]
+    spec.post = [LayerNorm(np.ones(64), np.zeros(64)), Linear(rng.normal(size=(100, 64)), None, "softmax")]
+    frames = fastlstm.Engine(spec.validate())
+    x, st, out = np.ones(40, np.float32), frames.new_state(), np.empty(100, np.float32)
+    assert _peak_growth(lambda: frames.step(x, st, out=out), 500) < 1024
+
+
 _LOAD_CHILD = r"""
 import json, sys, time
 def status(field):

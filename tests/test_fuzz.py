@@ -66,8 +66,60 @@ def _packed_seed(weights: str = "fp32") -> bytes:
 
 PACKED = _packed_seed()
 QUANTIZED_SEEDS = [_packed_seed(w) for w in ("int8", "fp16", "bf16")]  # format version 2, I8/F16/BF16 + scales
+
+
+def _packed_layers_seed() -> bytes:
+    """A whole model: every layer kind with tensors (embedding, Linear with and without bias, LayerNorm)."""
+    from fastlstm.layers import Activation, Embedding, LayerNorm, Linear, SelectLast
+
+    rng = np.random.default_rng(6)
+    spec = random_spec(3, 4, num_layers=2, seed=6)
+    spec.pre = [Embedding(rng.normal(size=(7, 3)))]
+    spec.post = [SelectLast(4), LayerNorm(np.ones(4), np.zeros(4)), Linear(rng.normal(size=(5, 4)), None, "relu"),
+                 Activation("tanh", 5), Linear(rng.normal(size=(3, 5)), np.zeros(3), "softmax")]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "seed.fastlstm")
+        fastlstm.save(spec.validate(), path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+PACKED_LAYERS = _packed_layers_seed()
+
+
+def _whole_model_seed() -> bytes:
+    """tf2onnx-style classifier: float ids -> Cast -> Gather -> Transpose -> LSTM -> Squeeze(Y_h) -> MatMul ->
+    Add -> Softmax, plus a LayerNormalization and a Gemm: every importer path of onnx_graph."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(9)
+    w, _ = make_lstm_model(3, 4, seed=3)
+    inits = [t for t in w.graph.initializer] + [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("emb", rng.normal(size=(6, 3))), ("fc_w", rng.normal(size=(4, 5))), ("fc_b", rng.normal(size=5)),
+        ("ln_s", np.ones(5)), ("ln_b", np.zeros(5)), ("g_w", rng.normal(size=(2, 5))))]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "ax0"))
+    lstm = next(n for n in w.graph.node if n.op_type == "LSTM")
+    nodes = [helper.make_node("Cast", ["ids"], ["ids_i"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["emb", "ids_i"], ["e"]),
+             helper.make_node("Transpose", ["e"], ["X"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", list(lstm.input[:4]), ["Y", "Y_h"], hidden_size=4),
+             helper.make_node("Squeeze", ["Y_h", "ax0"], ["h"]),
+             helper.make_node("MatMul", ["h", "fc_w"], ["z"]), helper.make_node("Add", ["z", "fc_b"], ["z1"]),
+             helper.make_node("LayerNormalization", ["z1", "ln_s", "ln_b"], ["z2"]),
+             helper.make_node("Gemm", ["z2", "g_w"], ["z3"], transB=1),
+             helper.make_node("Softmax", ["z3"], ["p"], axis=-1)]
+    graph = helper.make_graph(nodes, "whole", [helper.make_tensor_value_info("ids", TensorProto.FLOAT, ["B", "T"])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 ONNX_SEEDS = [
     converters.to_onnx(random_spec(3, 4, num_layers=2, seed=1)).SerializeToString(),
+    _whole_model_seed(),
     make_lstm_model(3, 4, direction="bidirectional", peephole=True, clip=3.0,
                     activations=["HardSigmoid", "Tanh", "Tanh"] * 2, alphas=[0.3], seed=2)[0].SerializeToString(),
 ]
@@ -93,25 +145,31 @@ def check_packed(data: bytes) -> None:
         return
     _note("valid")
     eng = fastlstm.Engine(spec)
-    x = np.linspace(-1, 1, 2 * spec.input_size, dtype=np.float32).reshape(2, spec.input_size)
+    if spec.vocab_size is not None:
+        x = np.arange(2) % spec.vocab_size  # token ids
+    else:
+        x = np.linspace(-1, 1, 2 * spec.in_features, dtype=np.float32).reshape(2, spec.in_features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # flipped exponent bits make inf weights: fine
         y, _ = eng.run(x)
-    assert y.shape == (2, spec.num_directions * spec.output_size)
+    assert y.shape == ((spec.out_features,) if spec.selects_last else (2, spec.out_features))
 
 
 def check_onnx(data: bytes) -> None:
     try:
-        spec = converters.from_onnx(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "converted the LSTM part only" notes
+            spec = converters.from_onnx(data)
     except ConversionError as exc:
         _note("ConversionError: " + re.sub(r"\d+", "#", str(exc)[:30]))
         return
-    _note("valid")
+    _note("valid" if not spec.post else "valid whole model")
     eng = fastlstm.Engine(spec)
+    x = np.arange(2) % spec.vocab_size if spec.vocab_size else np.ones((2, spec.in_features), np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        y, _ = eng.run(np.ones((2, spec.input_size), np.float32))
-    assert y.shape == (2, spec.num_directions * spec.output_size)
+        y, _ = eng.run(x)
+    assert y.shape == ((spec.out_features,) if spec.selects_last else (2, spec.out_features))
 
 
 # -------------------------------------------------------------------------------- byte mutations
@@ -171,7 +229,7 @@ NASTY = st.one_of(
 )
 DTYPES = st.sampled_from(["F32", "F16", "BF16", "F64", "I32", "U8", "I8", "U16", "f32", "F32 ", "", "BOOL"])
 META_KEYS = ["format", "format_version", "input_size", "hidden_size", "num_layers", "num_directions",
-             "proj_size", "cells", "source", "verify", "weights"]
+             "proj_size", "cells", "source", "verify", "weights", "pre", "post"]
 
 
 def _split_packed(data: bytes):
@@ -181,6 +239,9 @@ def _split_packed(data: bytes):
     return header, meta, data[8 + n:]
 
 
+LAYER_KEYS = ["kind", "vocab", "dim", "in", "out", "bias", "activation", "features", "eps", "state"]
+
+
 @st.composite
 def edited_packed(draw, seeds=(PACKED,)) -> bytes:
     """A seed with its header JSON edited (1-3 edits), re-serialised; sometimes the length lies too."""
@@ -188,11 +249,21 @@ def edited_packed(draw, seeds=(PACKED,)) -> bytes:
     tensors = sorted(k for k in header if k != "__metadata__")
     for _ in range(draw(st.integers(1, 3))):
         target = draw(st.sampled_from(["meta", "meta_del", "cell", "tensor", "tensor_lie", "tensor_del",
-                                       "tensor_add", "whole_header", "whole_meta", "version", "weights"]))
+                                       "tensor_add", "whole_header", "whole_meta", "version", "weights",
+                                       "layer"]))
         if not isinstance(header, dict) or not isinstance(meta, dict):
             break  # an earlier edit replaced the whole header or metadata: nothing left to edit
         if target == "meta":
             meta[draw(st.sampled_from(META_KEYS))] = draw(NASTY)
+        elif target == "layer" and isinstance(meta.get("post"), list) and meta["post"]:
+            stack = meta.get(draw(st.sampled_from(["pre", "post"])))
+            if isinstance(stack, list) and stack:
+                entry = stack[draw(st.integers(0, len(stack) - 1))]
+                if isinstance(entry, dict):
+                    entry[draw(st.sampled_from(LAYER_KEYS))] = draw(st.one_of(
+                        NASTY, st.sampled_from(["linear", "embedding", "select_last", "softmax", "relu"])))
+                elif draw(st.booleans()):
+                    stack.append(draw(NASTY))
         elif target == "meta_del":
             meta.pop(draw(st.sampled_from(META_KEYS)), None)
         elif target == "version":
@@ -214,7 +285,7 @@ def edited_packed(draw, seeds=(PACKED,)) -> bytes:
                         NASTY, st.lists(st.sampled_from(["Sigmoid", "Tanh", "Relu", "Nope", "tanh"]),
                                         max_size=4)))
         elif target == "tensor":
-            entry = header[draw(st.sampled_from(tensors))]
+            entry = header.get(draw(st.sampled_from(tensors)))  # may have been deleted
             if not isinstance(entry, dict):
                 continue
             key = draw(st.sampled_from(["dtype", "shape", "data_offsets"]))
@@ -294,6 +365,18 @@ def test_fuzz_quantized_packed_header(data):
     check_packed(data)
 
 
+@budget(200)
+@given(mutated_bytes(PACKED_LAYERS, hot=struct.unpack("<Q", PACKED_LAYERS[:8])[0] + 8))
+def test_fuzz_packed_layers_bytes(data):
+    check_packed(data)
+
+
+@budget(250)
+@given(edited_packed((PACKED_LAYERS,)))
+def test_fuzz_packed_layers_header(data):
+    check_packed(data)
+
+
 def test_packed_seed_is_valid():
     """The fuzz seeds must themselves load, or the fuzzers only ever test the first check."""
     check_packed(PACKED)
@@ -301,8 +384,11 @@ def test_packed_seed_is_valid():
     for seed, weights in zip(QUANTIZED_SEEDS, ("int8", "fp16", "bf16"), strict=True):
         check_packed(seed)
         assert parse_spec(seed).weights == weights
+    check_packed(PACKED_LAYERS)
+    assert len(parse_spec(PACKED_LAYERS).post) == 5
     for seed in ONNX_SEEDS:
         assert converters.from_onnx(seed).hidden_size == 4
+    assert len(converters.from_onnx(ONNX_SEEDS[1]).post) == 4  # the whole-model seed converts whole
 
 
 # ------------------------------------------------------------------------------------ ONNX edits

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import coldstart, isolated, measure, plan_report, report, streams
+from .generate import GenerateModel, measure_generate
 from .machine import load_average, machine_info
 from .models import BenchModel, ConverterMissing, make_input, make_spec
 from .peers import ENGINES, PROXY, make_peers
@@ -46,6 +47,8 @@ class Config:
     pythreads_hidden: int = 512  # two Python threads, a stream each (streams.py)
     pythreads_steps: int = 64  # frames per stream per timed call
     isolated: bool = True  # 2+ threads: also each engine in its own process (isolated.py)
+    generate_sizes: list[int] = field(default_factory=lambda: [256, 1024])  # H of the generate rows
+    vocabs: list[int] = field(default_factory=lambda: [100, 10000])  # V of the generate rows
 
 
 # --quick: every kind of row, fewer of each: no H = 128 / 512, batched run at B = 16 only, int8 as the one type
@@ -64,10 +67,11 @@ def make_config(quick: bool, sizes, threads, batch, weights=None, step_batch=Non
     cfg = replace(cfg, sizes=sizes or cfg.sizes, threads=threads or cfg.threads, batch=batch or cfg.batch,
                   weights=["fp32", *(w for w in weights if w != "fp32")] if weights else cfg.weights,
                   weights_threads=None if weights else cfg.weights_threads, step_batch=step_batch or cfg.step_batch,
-                  step_sizes=None if sizes and cfg.step_sizes else cfg.step_sizes)  # --sizes: batched step there too
+                  step_sizes=None if sizes and cfg.step_sizes else cfg.step_sizes,  # --sizes: batched step there too
+                  generate_sizes=sizes or cfg.generate_sizes)  # --sizes chooses the generate rows' H too
     if os.environ.get(SMOKE_ENV):
         cfg = replace(cfg, coldstart_hidden=min(cfg.sizes), memory_hidden=min(cfg.sizes),
-                      pythreads_hidden=min(cfg.sizes))
+                      pythreads_hidden=min(cfg.sizes), vocabs=[50])
     return cfg
 
 
@@ -105,8 +109,10 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
     modes = [("step", 1), ("run", 1)] + [("batched", b) for b in cfg.batch]
     cold_children = 3 * cfg.coldstart_repeats + int(cfg.fresh_cache) + 3
     own_process = isolated.configurations(cfg, streams.step_points(cfg)) if cfg.isolated else []
+    generate_rows = len(cfg.threads) * len(cfg.generate_sizes) * len(cfg.vocabs)
     progress = Progress(len(cfg.threads) * (len(cfg.sizes) * len(modes) + len(streams.step_points(cfg))
-                                            * len(cfg.step_batch) + 1) + len(own_process) + cold_children)
+                                            * len(cfg.step_batch) + 1) + len(own_process) + generate_rows
+                        + cold_children)
     print(f"fastlstm bench ({cfg.preset}): H={cfg.sizes} threads={cfg.threads} batch={cfg.batch} T={cfg.T}, "
           f"weights={cfg.weights}, batched step B={cfg.step_batch} at (H, I)={streams.step_points(cfg)}, "
           f"{cfg.rounds} interleaved rounds per figure", file=sys.stderr)
@@ -130,6 +136,15 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
             own.append(engines.measure(config, cfg, plan_report.crossovers_of(config["threads"])))
             progress(isolated_progress_line(own[-1]))
 
+    generate_records = []
+    gen_models = {}
+    for n_threads in cfg.threads:
+        for H in cfg.generate_sizes:
+            for V in cfg.vocabs:
+                model = gen_models.setdefault((V, H), GenerateModel(V, H))
+                rec = measure_generate(model, list(ENGINES), status, n_threads, cfg)
+                generate_records.append(rec)
+                progress(report.progress_line(rec))
     coldstart_result = _coldstart(cfg, status, progress)
     wall = time.perf_counter() - t_start
     results = {
@@ -144,6 +159,7 @@ def run_bench(quick: bool = False, out: str = "bench-out", sizes=None, threads=N
         "batched_step": batched_step,
         "python_threads": python_threads,
         "isolated": own,
+        "generate": generate_records,
         **coldstart_result,
         "wall_time_s": wall,
         "command": _command_line(),

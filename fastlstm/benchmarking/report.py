@@ -112,6 +112,32 @@ def sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
+GENERATE_TITLE = ("Generation, B=1 (Embedding V x H -> LSTM H -> Linear V; step + argmax per token): tokens/s "
+                  "(head = the Linear's weights, read once per token)")
+
+
+def generate_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per (threads, H, V): tokens/s per engine, speedups, accuracy against ONNX Runtime."""
+    headers = ["threads", "H", "V", "head MiB", *[LABELS[e] for e in ENGINES]]
+    headers += [f"vs {LABELS[p]}" for p in PEERS] + ["us/token fastlstm"]
+    headers += [f"err {LABELS[e]}" for e in ENGINES if e != "onnxruntime"]
+    rows = []
+    for r in results.get("generate", []):
+        eng = r["engines"]
+        row = [str(r["threads"]), str(r["H"]), str(r["V"]), f"{r['head_mib']:.1f}"]
+        row += [_cell(eng[e], "tokens_per_s", _num) for e in ENGINES]
+        fast = eng["fastlstm"].get("us_per_token")
+        for p in PEERS:
+            other = eng[p].get("us_per_token")
+            row.append(_ratio(other / fast) if fast and other else _status(eng[p]) if not other else "-")
+        row.append(_num(fast) if fast else "-")
+        for e in ENGINES:
+            if e != "onnxruntime":
+                row.append(_err(eng[e].get("max_abs_err")) if r.get("reference") else "no ORT")
+        rows.append(row)
+    return headers, rows
+
+
 def coldstart_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     cs = results["coldstart"]["engines"]
     headers = ["engine", "import s", "load s", "first call s", "total s", "process wall s"]
@@ -203,6 +229,8 @@ def text_tables(results: dict) -> str:
     for title, headers, rows in [*isolated.sections(results), *streams.sections(results),
                                  *quantized_report.sections(results)]:
         parts += ["", title, _text_table(headers, rows)]
+    if results.get("generate"):
+        parts += ["", GENERATE_TITLE, _text_table(*generate_rows(results))]
     parts += [NOISY_NOTE]
     cs = results["coldstart"]
     parts += ["", f"Cold start (fresh process: import + load + first call), H={cs['H']}, "
@@ -265,6 +293,11 @@ def markdown(results: dict) -> str:
         out += ["## Streaming: batched step and Python threads", "", STREAMS_NOTE, ""]
         for title, headers, rows in stream_sections:
             out += [f"### {title}", "", _md_table(headers, rows), ""]
+    if results.get("generate"):
+        out += [f"### {GENERATE_TITLE}", "", _md_table(*generate_rows(results)), "",
+                "Every engine runs the same one-step ONNX graph's weights: ONNX Runtime the graph itself, "
+                "fastlstm the graph converted whole by `converters.from_onnx`, PyTorch nn.Embedding + nn.LSTM "
+                "+ nn.Linear. `err` = max |logits - ONNX Runtime's| over a 24-token greedy run.", ""]
     below = quantized_report.sections(results)
     if below:
         out += ["## Weights below fp32", "", quantized_report.NOTE, "",
@@ -385,6 +418,10 @@ def write_all(results: dict, out_dir: Path) -> list[Path]:
 
 def progress_line(rec: dict) -> str:
     """What the sweep prints after one measurement."""
+    if rec["mode"] == "generate":
+        parts = [f"{LABELS[e]} {_num(rec['engines'][e]['tokens_per_s'])}" if "tokens_per_s" in rec["engines"][e]
+                 else f"{LABELS[e]} {_status(rec['engines'][e])}" for e in ENGINES]
+        return f"generate H={rec['H']:<5} V={rec['V']:<6} threads={rec['threads']}  tokens/s: " + " | ".join(parts)
     parts = []
     for e in [*ENGINES, PROXY]:
         entry = rec["engines"].get(e, {})

@@ -70,6 +70,13 @@ def _exp_scaled(y, magic):
 
 
 @njit(inline="always")
+def exp_nonpositive(y):
+    """e^y per lane for y <= 0 (softmax's x - max, kernels/layers.py): _exp_scaled with the argument clamped
+    at -88 (e^y then reads as +0.0 from y = -87.68 on, below float32's normal range); NaN lanes give NaN."""
+    return _exp_scaled(vmax(y, vsplat(SIGMOID_EXP_MIN)), vsplat(_MAGIC_1))
+
+
+@njit(inline="always")
 def tanh_fast(x):
     """tanh of one vector (FVec, LANES lanes): see the module docstring for the method and the error."""
     one = vsplat(_ONE)

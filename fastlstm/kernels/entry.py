@@ -4,31 +4,50 @@ One entry, so a model compiles its kernels once: run, step and the team's worker
 the same function and share every compiled callee (each extra entry point would link and compile all of
 gates_add again, seconds each on first use). What a model needs beyond the default is in the type of the
 `variant` argument, so numba compiles it only for the models that use it (plan.variant_marker): its dtype
-names the stored weight type (float32, int8, uint16 = bf16, int16 = fp16), and its ndim is 2 when some
-cell needs the general (non-default) path.
+names the stored weight type (float32, int8, uint16 = bf16, int16 = fp16); its ndim is 1 + (1 when some
+cell needs the general (non-default) path) + (2 when the model has layers around the LSTM: a whole model).
+numba replaces `variant.ndim` by its value and drops the branches it rules out before typing them, so a bare
+LSTM compiles none of the layers' code (kernels/model.py) and a default-cell model none of the general cell's.
 
     kernel(op, wbuf, variant, x, y, state, lens, ctl, T, B, row, team) -> int
-      op      OP_RUN, OP_STEP or OP_WORKER
+      op      OP_RUN, OP_STEP or OP_WORKER; whole models also OP_INPUT and OP_HEAD (run()'s stages)
       wbuf    (N,) float32, read-only: the plan (layout.py): the layout.LAYER record of each layer-direction
-              (read by field through as_layers), then the packed weights
-      variant an empty marker array: dtype = weight storage, ndim 2 = the general cell is needed
-      x       run: (T*B*I,) input rows, time-major        step: (B*I,) frames
-      y       run: (T*B*D*Hout,) outputs (all directions)  step: (B*Hout,) the last layer's new h
+              (read by field through as_layers), then the packed weights (and a whole model's layers)
+      variant an empty marker array: dtype = weight storage, ndim = 1 + general cell + 2 * layers
+      x       run: (T*B*I,) input rows, time-major        step: (B*I,) frames (a whole model's: (B*F,))
+      y       run: (T*B*D*Hout,) outputs (all directions)  step: (B*Hout,) the last layer's new h, or a whole
+                                                                 model's head output (B*C,)
       state   the state buffer (layout.py): run reads/writes h and c of layer-direction `row`; step all
-      lens    run: (B,) valid steps per row               step: unused (any int64 array)
+      lens    run: (B,) valid steps per row               step: unused (any int64 array), or a token
+                                                                 model's ids (B,) (x is then unused)
       ctl     the team's control block (team.py)
       T, B    sequence length, batch rows; row: run's layer-direction (l*D + d), the worker's tid
       team    threads to use (1: the calling thread alone, no atomics)
-    Returns 1, or 0 (touching nothing) when the arrays do not have the sizes the plan implies.
+      OP_INPUT: x (T*F,) feature rows or lens (T,) token ids -> y (T*I0,) the LSTM's input rows (model.py)
+      OP_HEAD:  x (T*D*Hout,) the LSTM's output rows -> y (T*C,) the head's
+    Returns 1, or 0 (touching nothing) when the arrays do not have the sizes the plan implies (a token outside
+    the vocabulary: 0 from a step, 2 from OP_INPUT).
 """
 
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
+from numba import carray, njit
 
 from .config import ENTRY, JIT
-from .layout import SHAPE_WORDS, as_layers, state_sizes
+from .layers import first_bad_id, rows_at
+from .layout import SHAPE_WORDS, as_layers, layer_scratch_at, state_sizes
+from .model import (
+    head_stage,
+    in_width,
+    input_stage,
+    model_of,
+    out_width,
+    run_head,
+    run_input,
+    takes_tokens,
+    work_of,
+)
 from .sequence import finish_direction, load_h, run_direction, run_phases, work_floats
 from .simd import fptr, int_to_fptr, int_to_iptr, ints_at, iptr, keep, ptr_to_int
 from .stepper import finish_step, prepare_step, step_phases, step_stack
@@ -50,8 +69,9 @@ from .team import (
     publish_end,
     reserve_phases,
 )
+from .vmath import padd
 
-OP_RUN, OP_STEP, OP_WORKER = 0, 1, 2
+OP_RUN, OP_STEP, OP_WORKER, OP_INPUT, OP_HEAD = 0, 1, 2, 3, 4
 
 # What a participant knows of a call: pointers of the per-call arrays, sizes, and its place in the team.
 Call = namedtuple("Call", "x y state lens work T B row team tid phase_base done_base start down")
@@ -157,17 +177,68 @@ def run_fits(layers, x, y, state, lens, T, B, row):
 
 
 @njit(inline="always")
-def step_fits(layers, x, y, state, B):
-    """The sizes step_stack indexes by: a forward-only stack, x (B*I0), y (B*Hout), the whole state buffer."""
-    m = layers[0]
-    if m.directions != 1:
+def forward_only(layers):
+    """One direction, none of the layers reverse: a stack step() can run."""
+    if layers[0].directions != 1:
         return False
     for l in range(layers.shape[0]):
         if layers[l].reverse != 0:
             return False
+    return True
+
+
+@njit(inline="always")
+def step_fits(layers, x, y, state, B):
+    """The sizes step_stack indexes by: a forward-only stack, x (B*I0), y (B*Hout), the whole state buffer (a
+    whole model's State is longer: the layers' scratch is before its shape words)."""
+    m = layers[0]
+    if not forward_only(layers):
+        return False
     _, _, total = state_sizes(layers.shape[0], 1, B, m.hidden, m.output, m.proj_slabs >= 0)
-    return (x.size == B * m.input_size and y.size == B * m.output and state.size == total
+    return (x.size == B * m.input_size and y.size == B * m.output and state.size >= total
             and state_is(state, layers.shape[0], 1, B, m.hidden, m.output))
+
+
+@njit(**JIT)
+def model_step(wbuf, layers, variant, x, y, state, lens, ctl, B, team):
+    """A whole model's step of B streams in this one call: the input stage, the LSTM's step (as OP_STEP, on
+    the team), the head: y (B*C,). x (B*F,) frames, or a token model's ids in lens (B,). The scratch is the
+    state buffer's (a State this engine made) or allocated here (any other State of the same LSTM); 0 when a
+    size does not fit or an id is outside [0, V) (nothing touched)."""
+    md = model_of(wbuf)
+    m = layers[0]
+    L, H, Hout, I0 = layers.shape[0], m.hidden, m.output, m.input_size
+    if B < 1 or not forward_only(layers):
+        return 0
+    has_proj = m.proj_slabs >= 0
+    _, _, total = state_sizes(L, 1, B, H, Hout, has_proj)
+    own = state.size == total + B * md.step_floats  # a State made by this engine holds the layers' scratch
+    if not (state.size >= total and state_is(state, L, 1, B, H, Hout)) or y.size != B * out_width(md, Hout):
+        return 0
+    if takes_tokens(md):
+        if lens.size != B or first_bad_id(iptr(lens), B, in_width(md, I0)) >= 0:
+            return 0
+    elif x.size != B * in_width(md, I0):
+        return 0
+    extra = state if own else np.empty(B * md.step_floats, np.float32)
+    w, at = fptr(wbuf), layer_scratch_at(L, 1, B, H, Hout, has_proj) if own else 0
+    x_rows, work = work_of(md, fptr(extra), at, B, I0)
+    down = prepare_step(layers, state, B)
+    x_in = x
+    if md.pre > 0:
+        F = in_width(md, I0)
+        input_stage(w, md, rows_at(fptr(x), 0, F), iptr(lens), np.int64(0), B, x_rows, work)
+        x_in = carray(padd(fptr(extra), x_rows.base), B * I0)  # the LSTM reads its input rows from the scratch
+    lead(np.int64(OP_STEP), wbuf, layers, variant, ctl, x_in, y, state, lens, state, np.int64(1), B, np.int64(0),
+         team, step_phases(layers), np.bool_(down))
+    last_h = (L - 1) * B * Hout  # finish_step's copy of the last layer's new h goes onto its own h (same values)
+    finish_step(layers, make_call(fptr(x_in), padd(fptr(state), last_h), fptr(state), iptr(lens), fptr(state), 1, B,
+                                  0, 1, 0, 0, 0, 0, down))
+    C = out_width(md, Hout)
+    head_stage(w, md, rows_at(fptr(state), last_h, Hout), B, rows_at(fptr(y), 0, C), Hout, work)
+    keep(extra)
+    keep(x_in)
+    return 1
 
 
 @njit(**ENTRY)
@@ -176,6 +247,13 @@ def kernel(op, wbuf, variant, x, y, state, lens, ctl, T, B, row, team):
     if op == OP_WORKER:
         serve(wbuf, layers, variant, ctl, row)
         return 1
+    if variant.ndim >= 3:  # a whole model's ops (ndim 3 or 4: plan.py); a bare LSTM's kernel has none of this
+        if op == OP_STEP:
+            return model_step(wbuf, layers, variant, x, y, state, lens, ctl, B, team)
+        if op == OP_INPUT:
+            return run_input(wbuf, x, y, lens, T, layers[0].input_size)
+        if op == OP_HEAD:
+            return run_head(wbuf, x, y, T, layers[0].directions * layers[0].output)
     if op == OP_STEP:
         if B < 1 or not step_fits(layers, x, y, state, B):
             return 0

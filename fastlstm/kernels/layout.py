@@ -66,6 +66,14 @@ _LAYER_ARRAY = types.Array(from_dtype(LAYER), 1, "C", readonly=True)
 # RECORDS (a cache line in), and every packed array follows them. One array then carries the whole model
 # across numba's dispatcher (each array argument costs ~50 ns per call, a record array argument ~1 us).
 RECORDS = ALIGN
+# The rest of that first cache line: int64 words (word k = floats 2k, 2k+1) describing the layers around the
+# LSTM of a whole model (kernels/layers.py; all 0 for a bare LSTM, whose kernels never read them).
+W_LAYER_TABLE = 1  # float offset of the layer table: (W_PRE + W_POST) rows of layers.COLUMNS int64 words
+W_PRE = 2          # layers before the LSTM (table rows 0..): an Embedding first for a token model
+W_POST = 3         # layers after it that step() runs per step (the head; a SelectLast is run()'s, not here)
+W_WIDE = 4         # floats per row of the layers' work buffers (the widest output, whole blocks of G)
+W_BUFFERS = 5      # work buffers per row (1, or 2 when a stack has two layers or more: they alternate)
+W_STEP_FLOATS = 6  # state scratch floats per stream of a whole model's step (kernels/model.py)
 
 
 def records_floats(count: int) -> int:
@@ -114,6 +122,7 @@ def out_stride(H, Hout, has_proj):
 #   hnew     (L, B, S)       step scratch: each layer's new h (S = out_stride; = hc's rows without proj)
 #   gates    (B, 4Hp)        step scratch: gate sums, stored only for the general cell
 #   tables   (2B + 2) int64  step scratch: rows 0..B-1, their gate offsets, the sweep counter (2 floats each)
+#   layers   (B, X)          whole models only (X = plan word W_STEP_FLOATS): the layers' step scratch
 #   shape    (5,) int64      the last 10 floats: L, D, B, H, Hout, written when the State is made; the
 #                            kernels refuse a buffer whose shape is not their model's
 # h and c hold state between calls; the scratch holds nothing between calls (copies ignore it).
@@ -128,6 +137,14 @@ def state_sizes(L, D, B, H, Hout, has_proj):
     scratch = L * B * Hp + L * B * S + B * 4 * Hp + 2 * (2 * B + 2)
     total = n_h + n_c + scratch + ALIGN + 2 * SHAPE_WORDS  # ALIGN: the int64 tables start 8-byte aligned
     return n_h, n_c, total + total % 2
+
+
+@register_jitable
+def layer_scratch_at(L, D, B, H, Hout, has_proj):
+    """Offset (even) of a whole model's step scratch in a state buffer: after the int64 tables. A State made
+    for a whole model is longer by B * (its W_STEP_FLOATS) floats, all before the shape words (state_sizes
+    leaves the room: the scratch of every other part is at the same offset whatever the extra)."""
+    return scratch_offsets(L, D, B, H, Hout, has_proj)[3] + 2 * (2 * B + 2)
 
 
 @register_jitable

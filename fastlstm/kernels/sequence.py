@@ -147,7 +147,7 @@ def run_direction(wbuf, layers, variant, ctl, call):
                 product(weights(wq, m.r_slabs, Hout, w, m.r_scales), inputs(work, h_in, S, iptr(rows)), n,
                         sums_at(work, iptr(goff), -1, w), b0, b1, down,
                         cell_of(fuse, call.state, c_of, H, work, target, t_stride, H), tiling)
-                if variant.ndim == 2 and not fuse:  # (ndim 1: no general cell in the model, never compiled)
+                if (variant.ndim == 2 or variant.ndim == 4) and not fuse:  # (else no general cell: never compiled)
                     general_rows(wbuf, m, work, iptr(goff), iptr(rows), n, call.state, c_of, work, target, t_stride,
                                  b0, b1)
                 if not has_proj:

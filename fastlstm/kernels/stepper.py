@@ -90,7 +90,7 @@ def step_stack(wbuf, layers, variant, ctl, call):
                              weights(wq, m.r_slabs, Hout, w, m.r_scales), inputs(st, l * B * Hout, Hout, rows), B,
                              sums_at(st, goff, m.bias, w), c0, c1, call.down,
                              cell_of(fuse, st, c_of, H, st, target, t_stride, H), tiling)
-                    if variant.ndim == 2 and not fuse:  # (ndim 1: no general cell in the model, never compiled)
+                    if (variant.ndim == 2 or variant.ndim == 4) and not fuse:  # (else no general cell: never compiled)
                         general_rows(wbuf, m, st, goff, rows, B, st, c_of, st, target, t_stride, c0, c1)
                 ran(ctl, call)
         phase_end(ctl, call, k)
