@@ -14,6 +14,14 @@ import numpy as np
 
 TOL = 2e-5  # max |ours - PyTorch| / max(max |PyTorch|, 1), the project's accuracy bar
 WORK = os.path.join(tempfile.gettempdir(), "fastlstm-examples")
+# tests/test_examples.py: every step and check of an example, with seconds of training and timing cut to a
+# sliver (the models then learn little; the checks against PyTorch hold all the same)
+SMOKE = bool(os.environ.get("FASTLSTM_EXAMPLES_SMOKE"))
+
+
+def budget_s(full: float) -> float:
+    """A training or timing budget: `full` seconds, or a sliver of it in the smoke test."""
+    return full / 50 if SMOKE else full
 
 
 def export_onnx(module, args: tuple, name: str, outputs=("y",)) -> str:
@@ -76,10 +84,10 @@ def per_second(fn, seconds: float = 1.0, warmup: int = 3) -> float:
     """Calls per second of fn() over about `seconds` (after warm-up calls), best of three runs."""
     for _ in range(warmup):
         fn()
-    best = 0.0
+    best, budget = 0.0, budget_s(seconds)
     for _ in range(3):
         n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds / 3:
+        while time.perf_counter() - t0 < budget / 3 or n == 0:
             fn()
             n += 1
         best = max(best, n / (time.perf_counter() - t0))

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 import torch
-from common import check, convert, export_onnx, ort_session, per_second, set_threads, table
+from common import budget_s, check, convert, export_onnx, ort_session, per_second, set_threads, table
 from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(2)  # training may use both cores; inference below is timed on one
-    model, chars = train(corpus(), args.train_seconds)
+    model, chars = train(corpus(), budget_s(args.train_seconds))
     V, L, H = len(chars), model.lstm.num_layers, model.lstm.hidden_size
     index = {ch: i for i, ch in enumerate(chars)}
     prompt = [index.get(ch, 0) for ch in args.prompt]

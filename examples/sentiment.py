@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from common import check, convert, export_onnx, ort_session, per_second, set_threads, table
+from common import SMOKE, check, convert, export_onnx, ort_session, per_second, set_threads, table
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -63,11 +63,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    x_train, len_train, y_train = make_data(4000, rng)
+    x_train, len_train, y_train = make_data(128 if SMOKE else 4000, rng)
     model = Sentiment(len(WORDS))
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     t0 = time.perf_counter()
-    for epoch in range(2):
+    for epoch in range(1 if SMOKE else 2):
         for s in range(0, len(x_train), 64):
             p = model(torch.as_tensor(x_train[s:s + 64]), len_train[s:s + 64])
             loss = nn.functional.binary_cross_entropy(p[:, 0], torch.as_tensor(y_train[s:s + 64]))

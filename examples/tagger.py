@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from common import check, convert, export_onnx, ort_session, per_second, set_threads, table
+from common import SMOKE, check, convert, export_onnx, ort_session, per_second, set_threads, table
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -75,11 +75,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    x_train, t_train, len_train = make_data(3000, rng)
+    x_train, t_train, len_train = make_data(128 if SMOKE else 3000, rng)
     model = Tagger(len(WORDS), len(TAGS))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     t0 = time.perf_counter()
-    for epoch in range(2):
+    for epoch in range(1 if SMOKE else 2):
         for s in range(0, x_train.shape[1], 64):
             logp = model(torch.as_tensor(x_train[:, s:s + 64]), len_train[s:s + 64])
             target = torch.as_tensor(t_train[:, s:s + 64]).reshape(-1)

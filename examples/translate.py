@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import torch
-from common import check, convert, export_onnx, ort_session, per_second, set_threads, table
+from common import budget_s, check, convert, export_onnx, ort_session, per_second, set_threads, table
 from torch import nn
 
 PAD, BOS, EOS, DIGITS = 0, 1, 2, 10
@@ -95,8 +95,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    print("training the encoder-decoder to reverse digit sequences for 25 s ...")
-    enc, dec = train(25.0, rng)
+    print(f"training the encoder-decoder to reverse digit sequences for {budget_s(25.0):.0f} s ...")
+    enc, dec = train(budget_s(25.0), rng)
     zeros = torch.zeros(L, 2, H)
     enc_path = export_onnx(enc, (torch.zeros((5, 2), dtype=torch.long),), "encoder", ("h", "c"))
     dec_path = export_onnx(dec, (torch.zeros((1, 2), dtype=torch.long), zeros, zeros + 1), "decoder",

@@ -14,7 +14,7 @@ from .kernels.warmload import light_first_refresh
 from .plan import build_plan
 from .spec import ModelSpec
 from .state import State, check_state
-from .threads import _budget, _callers
+from .threads import TWO_INSIDE, _budget, _callers
 
 _F32 = np.dtype(np.float32)
 _NO_LENS = np.zeros(1, np.int64)  # step's unused lens argument
@@ -105,7 +105,7 @@ class Engine:
         the work reaches the crossover measured on this host (calibration.py) and no other Python thread is
         inside a kernel, else 1."""
         size = threads.budget()
-        if size == 1 or not threads.alone() or not self._compiled or work < _SMALLEST_TEAM_WORK:
+        if size == 1 or not self._compiled or work < _SMALLEST_TEAM_WORK or not threads.alone():
             return 1  # (the first call compiles the kernel in the caller's thread; workers start after it)
         if not self._calibrating and work < getattr(calibration.crossovers(size), kind):
             return 1
@@ -214,6 +214,8 @@ class Engine:
                 done = self._first_call(*args)
             else:
                 _callers.append(None)
+                if len(_callers) >= TWO_INSIDE:
+                    threads.contended()
                 try:
                     done = kernel(*args)
                 finally:

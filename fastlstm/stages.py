@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import threads
 from .engine import _F32, Engine, _as_float32
 from .errors import InputError
 from .kernels.entry import OP_HEAD, OP_INPUT, OP_STEP, kernel
 from .kernels.model import BAD_TOKEN, DONE
 from .plan_layers import table_layers
 from .state import State, check_state
-from .threads import _budget, _callers
+from .threads import TWO_INSIDE, _budget, _callers
 
 _I64 = np.dtype(np.int64)
 _NO_X = np.zeros(1, np.float32)  # x of a token model's step (its ids travel in the lens argument)
@@ -155,6 +156,8 @@ class ModelEngine(Engine):
                 done = self._first_call(*args)
             else:
                 _callers.append(None)
+                if len(_callers) >= TWO_INSIDE:
+                    threads.contended()
                 try:
                     done = kernel(*args)
                 finally:

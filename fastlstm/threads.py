@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -96,9 +97,32 @@ def _stop(ctl: np.ndarray, threads: list) -> None:
     threads.clear()
 
 
+# After two Python threads were inside kernels at once, every call runs alone for this long. Checking only
+# "is another thread inside now" is not enough: callers that step in a loop enter while the other is in
+# Python between calls, take the team, and its worker then competes with the other caller for a core (two
+# Python threads at H = 512, budget 2: 0.83x serial throughput on 2 cores, Zen 3).
+CONTENDED_S = 0.05
+_solo_until = [0.0]  # perf_counter() time until which calls run alone
+
+
+TWO_INSIDE = _BASE + 2  # len(_callers) with two Python threads inside kernels
+
+
+def contended() -> None:
+    """Two Python threads are inside kernels at once: calls run alone for the next CONTENDED_S seconds."""
+    _solo_until[0] = time.perf_counter() + CONTENDED_S
+
+
+def contention_left() -> float:
+    """Seconds until calls may use a team again after two Python threads were inside kernels together (0: now)."""
+    return max(0.0, _solo_until[0] - time.perf_counter())
+
+
 def enter() -> None:
-    """A Python thread enters a kernel (pair with leave() in a finally)."""
+    """A Python thread enters a kernel (pair with leave() in a finally). The step fast paths inline this."""
     _callers.append(None)
+    if len(_callers) >= TWO_INSIDE:
+        contended()
 
 
 def leave() -> None:
@@ -106,5 +130,6 @@ def leave() -> None:
 
 
 def alone() -> bool:
-    """True when no other Python thread is inside a kernel."""
-    return len(_callers) == _BASE
+    """True when no other Python thread is inside a kernel and none was, together with another, in the last
+    CONTENDED_S seconds."""
+    return len(_callers) == _BASE and time.perf_counter() >= _solo_until[0]

@@ -197,9 +197,31 @@ def team_always(monkeypatch):
     team = min(2, fastlstm.threads.MAX_THREADS)
     monkeypatch.setattr(fastlstm.engine, "_SMALLEST_TEAM_WORK", 0)
     monkeypatch.setitem(calibration._memo, team, calibration.Crossovers(team, 0, 0, "test"))
+    monkeypatch.setattr(fastlstm.threads, "_solo_until", [0.0])  # no contention left over from an earlier test
     before = fastlstm.get_num_threads()
     yield team
     fastlstm.set_num_threads(before)
+
+
+def test_calls_run_alone_while_python_threads_contend(team_always, monkeypatch):
+    """Once two Python threads were inside kernels together, calls run on their caller's thread alone for
+    threads.CONTENDED_S (a team's worker would take the other caller's core); then the team comes back."""
+    from fastlstm import threads
+
+    if team_always < 2:
+        pytest.skip("one usable core: there is no team")
+    eng = fastlstm.Engine(random_spec(16, 64, seed=1))
+    eng.step(np.zeros(16, np.float32), eng.new_state())  # compiled: the team may start
+    fastlstm.set_num_threads(team_always)
+    assert eng._team_for(10**9, "step") == team_always
+    threads.enter()
+    assert eng._team_for(10**9, "step") == 1  # another thread is inside now
+    threads.enter()  # a second caller arrives while the first is inside
+    threads.leave()
+    threads.leave()
+    assert threads.alone() is False and eng._team_for(10**9, "run") == 1  # nobody inside, but recently two
+    threads._solo_until[0] = 0.0  # the window has passed
+    assert eng._team_for(10**9, "run") == team_always
 
 
 TEAM_CASES = [  # H, input, layers, directions, proj, batch, general cell (peepholes)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import numpy as np
 
@@ -181,6 +182,16 @@ class TwoStreams:
         self._helper.join(timeout=10)
 
 
+@contextlib.contextmanager
+def _uncontended():
+    """Serial steps are one Python thread that never shares the kernels: wait out the solo window the last
+    two-thread block left (threads.CONTENDED_S), as a process whose threads stepped together long ago would."""
+    from fastlstm import threads
+
+    time.sleep(threads.contention_left())
+    yield
+
+
 def python_thread_rows(cfg, progress) -> list[dict]:
     """Two Python threads against serial at H = cfg.pythreads_hidden, for each thread budget of the sweep."""
     import fastlstm
@@ -195,7 +206,7 @@ def python_thread_rows(cfg, progress) -> list[dict]:
         for n in cfg.threads:
             fastlstm.set_num_threads(n)
             identical = pair.identical()  # also the warm-up: compiles, starts any team
-            candidates = {"serial": measure.Candidate(pair.serial, contextlib.nullcontext),
+            candidates = {"serial": measure.Candidate(pair.serial, _uncontended),
                           "two threads": measure.Candidate(pair.parallel, contextlib.nullcontext)}
             timings = measure.interleaved(candidates, cfg.rounds, cfg.block_s, seed=H * 10 + n,
                                           budget_s=cfg.budget_s, min_rounds=cfg.min_rounds)
