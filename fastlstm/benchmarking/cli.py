@@ -53,10 +53,11 @@ class Config:
 
 # --quick: every kind of row, fewer of each: no H = 128 / 512, batched run at B = 16 only, int8 as the one type
 # below fp32 (1 thread only), batched step at the reference point only and B = 1, 16, 64, Python threads at H = 256,
+# generation at H = 256 only,
 # shorter blocks and fewer rounds, one warm cold start per engine (the default sweep adds the empty-cache compile).
 QUICK = Config(sizes=[64, 256, 1024], threads=[1, 2], batch=[16], rounds=5, block_s=0.02, budget_s=5.0, min_rounds=1,
                coldstart_repeats=1, fresh_cache=False, preset="quick", weights=["fp32", "int8"], weights_threads=[1],
-               step_batch=[1, 16, 64], step_sizes=[], pythreads_hidden=256)
+               step_batch=[1, 16, 64], step_sizes=[], pythreads_hidden=256, generate_sizes=[256])
 
 
 def make_config(quick: bool, sizes, threads, batch, weights=None, step_batch=None) -> Config:
