@@ -20,6 +20,7 @@ from .engine import _F32, Engine, _as_float32
 from .errors import InputError
 from .kernels.entry import OP_HEAD, OP_INPUT, OP_STEP, kernel
 from .kernels.model import BAD_TOKEN, DONE
+from .layers import Linear
 from .plan_layers import table_layers
 from .state import State, check_state
 from .threads import TWO_INSIDE, _budget, _callers
@@ -40,6 +41,9 @@ class ModelEngine(Engine):
         self._select = spec.post[0] if spec.selects_last else None  # a SelectLast (run() only), or None
         self._tokens = spec.vocab_size is not None
         self._has_pre, self._has_head = bool(spec.pre), len(table_layers(spec)) > len(spec.pre)
+        head = table_layers(spec)[len(spec.pre):]
+        if head and isinstance(head[0], Linear):  # a step's phases: the LSTM's layers and this Linear (a phase
+            self._step_work = max(self._step_work, head[0].in_features * head[0].out_features)  # when big)
         self._out_shapes = {1: (self.out_features,), 2: (1, self.out_features)}
 
     # ---- run -------------------------------------------------------------------------------------

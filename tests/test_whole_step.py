@@ -49,6 +49,9 @@ def model(kind: str, I=6, H=10, L=2, P=0, general=False, V=40):
         spec.pre = [Embedding(rng.normal(0, 1, (V, I)))]
     elif kind == "head_only":  # features -> LSTM -> Linear
         spec.post = [linear(33, Hout, "tanh")]
+    elif kind == "big_head":  # features -> LSTM -> a Linear big enough to be a phase of the step's task -> Linear
+        wide_in = Linear(rng.normal(0, 1 / np.sqrt(V), (5, V)), rng.normal(0, 0.3, 5))  # (a trained layer's scale:
+        spec.post = [linear(V, Hout, "relu"), wide_in, Activation("softmax", 5)]  # float32 sums of V terms stay exact)
     return spec.validate()
 
 
@@ -65,6 +68,8 @@ def steps(eng, x, state):
 CASES = [  # kind, LSTM sizes
     ("lm", {}), ("lm", {"P": 4}), ("lm", {"general": True, "L": 1}), ("deep_in", {"H": 33, "L": 1}),
     ("frames", {}), ("classifier", {"L": 1}), ("embed_only", {}), ("head_only", {"P": 7, "H": 17}),
+    # heads of >= model.HEAD_PHASE_MIN_WORK FMAs per row: the Linear runs as the step task's last phase
+    ("lm", {"V": 2800, "H": 48, "L": 1}), ("big_head", {"V": 2800, "H": 48, "P": 47}),
 ]
 
 
@@ -114,10 +119,14 @@ def test_quantized_lstm_with_fp32_head(kind):
             assert np.array_equal(y, y_fp32)
 
 
-@pytest.mark.parametrize("kind", ["lm", "frames"])
-def test_threads_1_and_2_identical(team_always, kind):  # noqa: F811 (the fixture)
-    """The LSTM part of the step on a team of 2 (the layers on the calling thread): the same bits as alone."""
-    spec = model(kind, H=40)
+@pytest.mark.parametrize("kind,V", [("lm", 40), ("frames", 40), ("lm", 2800), ("big_head", 2800)])
+def test_threads_1_and_2_identical(team_always, kind, V):  # noqa: F811 (the fixture)
+    """The LSTM part of the step on a team of 2 (and a big head's first Linear, split by output blocks; the
+    other layers on the calling thread): the same bits as alone."""
+    from fastlstm.kernels.model import HEAD_PHASE_MIN_WORK
+
+    spec = model(kind, H=48, V=V)
+    assert (V * 48 >= HEAD_PHASE_MIN_WORK) == (V == 2800)
     eng = fastlstm.Engine(spec)
     x = inputs(spec, 7, 4)
     got = {}

@@ -38,6 +38,8 @@ from .config import ENTRY, JIT
 from .layers import first_bad_id, rows_at
 from .layout import SHAPE_WORDS, as_layers, layer_scratch_at, state_sizes
 from .model import (
+    head_after_phase,
+    head_phase_of,
     head_stage,
     in_width,
     input_stage,
@@ -229,13 +231,18 @@ def model_step(wbuf, layers, variant, x, y, state, lens, ctl, B, team):
         F = in_width(md, I0)
         input_stage(w, md, rows_at(fptr(x), 0, F), iptr(lens), np.int64(0), B, x_rows, work)
         x_in = carray(padd(fptr(extra), x_rows.base), B * I0)  # the LSTM reads its input rows from the scratch
-    lead(np.int64(OP_STEP), wbuf, layers, variant, ctl, x_in, y, state, lens, state, np.int64(1), B, np.int64(0),
-         team, step_phases(layers), np.bool_(down))
+    head_phase = head_phase_of(md, B)  # the head's Linear as the task's last phase, into work buffer 0
+    head_into = carray(padd(fptr(extra), work.base), B * md.wide)
+    lead(np.int64(OP_STEP), wbuf, layers, variant, ctl, x_in, y, state, lens, head_into, np.int64(1), B,
+         np.int64(0), team, step_phases(layers) + np.int64(head_phase), np.bool_(down))
     last_h = (L - 1) * B * Hout  # finish_step's copy of the last layer's new h goes onto its own h (same values)
     finish_step(layers, make_call(fptr(x_in), padd(fptr(state), last_h), fptr(state), iptr(lens), fptr(state), 1, B,
                                   0, 1, 0, 0, 0, 0, down))
     C = out_width(md, Hout)
-    head_stage(w, md, rows_at(fptr(state), last_h, Hout), B, rows_at(fptr(y), 0, C), Hout, work)
+    if head_phase:
+        head_after_phase(w, md, B, rows_at(fptr(y), 0, C), work)
+    else:
+        head_stage(w, md, rows_at(fptr(state), last_h, Hout), B, rows_at(fptr(y), 0, C), Hout, work)
     keep(extra)
     keep(x_in)
     return 1

@@ -206,10 +206,16 @@ def linear(w, table, i, src, n, into, work):
     """into rows (whole blocks of G: `wide` floats each) = bias + src rows @ weight.T, on the GEMM tiles."""
     for j in range(n):
         work.offs[j] = into.base + j * into.stride
-    product(weights(w, field(table, i, C_W), field(table, i, C_IN), w, -1), inputs(src.v, src.base, src.stride,
-                                                                                   work.rows),
-            n, sums_at(into.v, work.offs, field(table, i, C_B), w), 0, field(table, i, C_BLOCKS), False,
-            no_cell(into.v), Tiling(field(table, i, C_PANEL)))
+    linear_blocks(w, table, i, src, n, into, work.rows, work.offs, np.int64(0), field(table, i, C_BLOCKS))
+
+
+@njit(**JIT)
+def linear_blocks(w, table, i, src, n, into, rows, offs, b0, b1):
+    """Output blocks b0..b1-1 of linear() (a team's part of it): rows (n,) = 0..n-1 and offs (n,) = each row's
+    offset in into.v, int64 pointers. Every output is the same FMA chain whatever the blocks' split."""
+    product(weights(w, field(table, i, C_W), field(table, i, C_IN), w, -1), inputs(src.v, src.base, src.stride, rows),
+            n, sums_at(into.v, offs, field(table, i, C_B), w), b0, b1, False, no_cell(into.v),
+            Tiling(field(table, i, C_PANEL)))
 
 
 @njit(**JIT)

@@ -21,12 +21,34 @@ import numpy as np
 from numba import njit
 
 from .config import JIT
-from .layers import C_IN, C_KIND, C_OUT, K_EMBEDDING, Work, field, first_bad_id, gather_rows, rows_at, run_layers
+from .layers import (
+    A_NONE,
+    C_ACT,
+    C_BLOCKS,
+    C_IN,
+    C_KIND,
+    C_OUT,
+    K_EMBEDDING,
+    K_LINEAR,
+    Work,
+    activate,
+    field,
+    first_bad_id,
+    gather_rows,
+    linear_blocks,
+    rows_at,
+    run_layers,
+)
 from .layout import W_BUFFERS, W_LAYER_TABLE, W_POST, W_PRE, W_STEP_FLOATS, W_WIDE
 from .sequence import copy_floats
 from .simd import fptr, ints_at, iptr, keep
 
 ROW_CHUNK = 64  # run(): rows per pass through a stack (each weight read once per 64 rows; scratch stays small)
+# A step's head Linear with at least this many FMAs (B * in * out) runs as the last phase of the step's team task
+# (its output blocks split over the team) instead of after it on the calling thread. At a team's crossover
+# (~65-131 thousand FMAs per phase on Zen 3, calibration.py) one phase pays for its synchronisation; a
+# word-level LM's head (H = 256, V = 10,000: 2.56 million) is far above it.
+HEAD_PHASE_MIN_WORK = 1 << 17
 DONE, REFUSED, BAD_TOKEN = 1, 0, 2  # what the entry returns for a stage (BAD_TOKEN: an id outside [0, V))
 
 # The layers of a model, from the plan's header words: table (int64 pointer), pre / post (layers before /
@@ -137,3 +159,36 @@ def run_head(wbuf, x, y, N, lstm_out):
         head_stage(w, md, rows_at(fptr(x), r0 * lstm_out, lstm_out), n, rows_at(fptr(y), r0 * C, C), lstm_out, work)
     keep(scratch)
     return DONE
+
+
+@njit(inline="always")
+def head_phase_of(md, B):
+    """True when a step's head starts with a Linear big enough to be a phase of the step's task (computed
+    alike by every participant: the head's size and B only, never the team)."""
+    if md.post == 0 or field(md.table, md.pre, C_KIND) != K_LINEAR:
+        return False
+    return B * field(md.table, md.pre, C_IN) * field(md.table, md.pre, C_OUT) >= HEAD_PHASE_MIN_WORK
+
+
+@njit(inline="always")
+def head_part(w, md, src, n, into, rows, offs, part, parts):
+    """Part `part` of `parts` of the head's first Linear on n rows: its share of the output blocks, written
+    into `into` (work buffer 0 of the step's Work: where head_stage's first layer writes)."""
+    i = md.pre
+    nblk = field(md.table, i, C_BLOCKS)
+    linear_blocks(w, md.table, i, src, n, into, rows, offs, part * nblk // parts, (part + 1) * nblk // parts)
+
+
+@njit(**JIT)
+def head_after_phase(w, md, n, dst, work):
+    """The rest of the head after head_part ran for every part: the first Linear's activation, then the
+    layers after it (as run_layers would go on from work buffer 0) -> dst rows."""
+    i, last = md.pre, md.pre + md.post
+    into = rows_at(work.buf, work.base, work.wide)
+    code, width = field(md.table, i, C_ACT), field(md.table, i, C_OUT)
+    if i == last - 1:
+        activate(code, into, dst, n, width)
+        return
+    if code != A_NONE:
+        activate(code, into, into, n, width)
+    run_layers(w, md.table, i + 1, last, into, np.int64(0), n, dst, work)

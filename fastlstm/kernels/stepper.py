@@ -1,5 +1,8 @@
 """step(): one frame through every layer of a forward-only stack for B streams, as a team program.
 
+A whole model's step adds one phase when its head starts with a big Linear (model.head_phase_of): parts =
+ranges of the Linear's output blocks, from the last layer's new h into the layers' work buffer (call.work).
+
 State buffer (layout.py): h (L, 1, B, Hout), c (L, 1, B, H), then the step scratch hc (L, B, Hp),
 hnew (L, B, S), gates (B, 4Hp) and the int64 tables rows (B,) = 0..B-1 and goff (B,) (row j's gate vector
 in `gates`), filled by the master before the team starts.
@@ -19,7 +22,9 @@ from numba import njit
 from .cell import general_rows
 from .config import JIT
 from .gemm import cell_of, inputs, no_cell, product, products, serpentine, sums_at, tiling_of, weights
+from .layers import rows_at
 from .layout import out_stride, scratch_offsets, state_sizes
+from .model import head_part, head_phase_of, model_of
 from .sequence import copy_floats
 from .simd import fptr, ints_at, iptr, keep, wpointer
 from .target import LANES
@@ -41,6 +46,7 @@ def step_geometry(layers, B):
 
 @njit(inline="always")
 def step_phases(layers):
+    """Phases of a bare LSTM's step task (a whole model's may add its head: model.head_phase_of)."""
     return layers.shape[0] * (2 if layers[0].proj_slabs >= 0 else 1)
 
 
@@ -107,6 +113,21 @@ def step_stack(wbuf, layers, variant, ctl, call):
                     ran(ctl, call)
             phase_end(ctl, call, k + 1)
             keep(hoff)
+    if variant.ndim >= 3:  # a whole model (never compiled for a bare LSTM): the head's Linear as one more phase
+        md = model_of(wbuf)
+        if head_phase_of(md, B):
+            k = layers.shape[0] * per_layer
+            offs_into = np.empty(B, np.int64)  # each row's offset in the Linear's work buffer (call.work)
+            for r in range(B):
+                offs_into[r] = r * md.wide
+            src = rows_at(st, hnew_of + (layers.shape[0] - 1) * B * S, S)  # the last layer's new h
+            for i in range(call.team):
+                p = part_of(call, i)
+                if mine(ctl, call, p, k):
+                    head_part(w, md, src, B, rows_at(call.work, 0, md.wide), rows, iptr(offs_into), p, call.team)
+                    ran(ctl, call)
+            phase_end(ctl, call, k)
+            keep(offs_into)
 
 
 @njit(inline="always")
