@@ -103,7 +103,7 @@ class Engine:
     def _team_for(self, work: int, kind: str) -> int:
         """Threads for a call whose phases each do `work` FMAs (kind "step" or "run"): the whole budget when
         the work reaches the crossover measured on this host (calibration.py) and no other Python thread is
-        inside a kernel, else 1."""
+        inside a kernel or was, together with another, in the last threads.CONTENDED_S seconds; else 1."""
         size = threads.budget()
         if size == 1 or not self._compiled or work < _SMALLEST_TEAM_WORK or not threads.alone():
             return 1  # (the first call compiles the kernel in the caller's thread; workers start after it)

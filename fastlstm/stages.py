@@ -41,9 +41,11 @@ class ModelEngine(Engine):
         self._select = spec.post[0] if spec.selects_last else None  # a SelectLast (run() only), or None
         self._tokens = spec.vocab_size is not None
         self._has_pre, self._has_head = bool(spec.pre), len(table_layers(spec)) > len(spec.pre)
+        # A step's phases are the LSTM's layers and, when big, the head's first Linear (kernels/model.py): a
+        # team pays when the largest of them reaches the crossover.
         head = table_layers(spec)[len(spec.pre):]
-        if head and isinstance(head[0], Linear):  # a step's phases: the LSTM's layers and this Linear (a phase
-            self._step_work = max(self._step_work, head[0].in_features * head[0].out_features)  # when big)
+        if head and isinstance(head[0], Linear):
+            self._step_work = max(self._step_work, head[0].in_features * head[0].out_features)
         self._out_shapes = {1: (self.out_features,), 2: (1, self.out_features)}
 
     # ---- run -------------------------------------------------------------------------------------
