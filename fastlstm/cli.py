@@ -68,6 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                               "(for a deployment image)")
     warm.add_argument("--default-only", action="store_true",
                       help="only the default-cell kernels (skip the general cell: clip, peepholes, other activations)")
+    warm.add_argument("--weights", type=_weight_list, default=["fp32"],
+                      help="weight types to compile for, comma separated: fp32, int8, fp16, bf16 (default fp32; "
+                           "each type is its own set of kernels)")
 
     bench = commands.add_parser("bench", help="benchmark fastlstm against ONNX Runtime and PyTorch")
     bench.add_argument("--quick", action="store_true", help="a small sweep (< 3 minutes)")
@@ -183,7 +186,7 @@ def _dispatch(args, notes: list[str]) -> int:
     if args.command == "warmup":
         from .warmup import warmup
 
-        result = warmup(general=not args.default_only)
+        result = warmup(general=not args.default_only, weights=args.weights)
         took = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result["seconds"].items())
         print(f"fastlstm kernels for {result['cpu']} ({result['isa']}, {result['lanes']} lanes) ready in "
               f"{result['cache']}: {took}")

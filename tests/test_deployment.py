@@ -12,6 +12,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 from specs import random_spec
 
 import fastlstm
@@ -129,6 +130,18 @@ def test_warmup_command(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"({TARGET.isa}, {TARGET.lanes} lanes)" in done.stdout and "general cell" in done.stdout
     assert any(p.suffix == ".nbi" for p in (tmp_path / "cache").rglob("*")), "nothing was cached"
+
+
+def test_warmup_of_weight_types_below_fp32():
+    """warmup(weights=...) compiles each type's own kernels (its variant marker: plan.py); unknown types are
+    refused before anything compiles."""
+    from fastlstm.errors import ConversionError
+    from fastlstm.warmup import warmup
+
+    done = warmup(general=False, weights=["int8", "fp16"])["seconds"]
+    assert set(done) == {"default cell (int8)", "whole model (int8)", "default cell (fp16)", "whole model (fp16)"}
+    with pytest.raises(ConversionError, match="unknown weight type 'int4'"):
+        warmup(weights=["fp16", "int4"])
 
 
 def test_plan_follows_what_numba_compiles_for():
