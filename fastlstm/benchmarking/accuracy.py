@@ -208,7 +208,7 @@ class SileroPipeline:
         import converters
 
         path = path or silero_model_path()
-        self.spec = converters.from_onnx(path)
+        self.spec = converters.from_onnx(path, lstm_only=True)  # the LSTM alone: ORT runs the rest
         model = onnx.load(path)
         lstm = next(n for n in model.graph.node if n.name == self.spec.source["node"][0])
         feature = lstm.input[0]
