@@ -23,7 +23,7 @@ from fastlstm.errors import ConversionError
 from . import onnx_graph
 
 
-def from_module(module, example_input, prefix=None) -> tuple:
+def from_module(module, example_input) -> tuple:
     """(spec or None, note): the whole model when the export covers it, else (None, why)."""
     import torch
 

@@ -79,7 +79,7 @@ def from_torch(source, prefix: str | None = None, example_input=None) -> ModelSp
             spec.source["not_covered"] saying why.
     """
     if example_input is not None:
-        whole, note = _whole_module(source, example_input, prefix)
+        whole, note = _whole_module(source, example_input)
         if whole is not None:
             return whole
     else:
@@ -127,7 +127,7 @@ def from_torch(source, prefix: str | None = None, example_input=None) -> ModelSp
         raise ConversionError(f"LSTM {_show(chosen)}: {exc}") from None
 
 
-def _whole_module(source, example_input, prefix):
+def _whole_module(source, example_input):
     """(whole-model spec, None) or (None, why not); ConversionError when the source cannot be a whole model."""
     if not _is_torch_module(source):
         raise ConversionError(
@@ -141,7 +141,7 @@ def _whole_module(source, example_input, prefix):
         return None, None  # a bare LSTM: the direct path below
     from .torch_graph import from_module
 
-    return from_module(source, example_input, prefix)
+    return from_module(source, example_input)
 
 
 def to_torch(spec: ModelSpec):

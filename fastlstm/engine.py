@@ -200,29 +200,36 @@ class Engine:
             B = state._batch
             if x_t.ndim != 2 and (x_t.ndim != 1 or B != 1):  # (I,) is one stream's frame, (B, I) a batch's
                 return self._step_checked(x_t, state, out)
-            if out is None:
-                y = np.empty(self._out_shapes[x_t.ndim], np.float32) if B == 1 else np.empty((B, self.output_size),
-                                                                                             np.float32)
-            elif type(out) is np.ndarray and out.dtype is _F32 and out.flags.c_contiguous and out.flags.writeable:
-                y = out
-            else:
-                return self._step_checked(x_t, state, out)
-            team = self._team_for(B * self._step_work, "step") if _budget[0] > 1 else 1
-            args = (OP_STEP, self._wbuf, self._variant, x_t if x_t.ndim == 1 else x_t.reshape(-1),
-                    y if y.ndim == 1 else y.reshape(-1), state._buf, self._ctl, self._ctl, 1, B, 0, team)
-            if not self._compiled:
-                done = self._first_call(*args)
-            else:
-                _callers.append(None)
-                if len(_callers) >= TWO_INSIDE:
-                    threads.contended()
-                try:
-                    done = kernel(*args)
-                finally:
-                    _callers.pop()
-            if done:
+            y = self._fast_step(x_t if x_t.ndim == 1 else x_t.reshape(-1), self._ctl, state, B,
+                                self._out_shapes[x_t.ndim] if B == 1 else (B, self.output_size), out)
+            if y is not None:
                 return y
         return self._step_checked(x_t, state, out)
+
+    def _fast_step(self, x: np.ndarray, lens: np.ndarray, state: State, B: int, shape: tuple, out):
+        """The end of step()'s fast path (this and ModelEngine's): y = out (if it is a C-contiguous float32
+        array: the kernel checks its size) or a new array of `shape`, then one kernel call with the caller
+        registered as inside a kernel (threads.enter()/leave(), inlined). Returns y, or None when the
+        checked path must take over (an `out` of another kind, or the kernel refused the sizes)."""
+        if out is None:
+            y = np.empty(shape, np.float32)
+        elif type(out) is np.ndarray and out.dtype is _F32 and out.flags.c_contiguous and out.flags.writeable:
+            y = out
+        else:
+            return None
+        team = self._team_for(B * self._step_work, "step") if _budget[0] > 1 else 1
+        args = (OP_STEP, self._wbuf, self._variant, x, y if y.ndim == 1 else y.reshape(-1), state._buf, lens,
+                self._ctl, 1, B, 0, team)
+        if not self._compiled:
+            return y if self._first_call(*args) else None
+        _callers.append(None)
+        if len(_callers) >= TWO_INSIDE:
+            threads.contended()
+        try:
+            done = kernel(*args)
+        finally:
+            _callers.pop()
+        return y if done else None
 
     def _step_checked(self, x_t, state: State, out):
         if not self.streamable:

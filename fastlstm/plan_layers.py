@@ -63,7 +63,7 @@ def layer_sizes(spec) -> list[int]:
     return sizes
 
 
-def step_scratch(spec, n_pre: int, n_post: int, wide: int, buffers: int) -> int:
+def step_scratch(spec, n_pre: int, wide: int, buffers: int) -> int:
     """Floats per stream of the whole-model step's scratch (kernels/model.py): three int64 tables, the LSTM's
     input row when layers come before it, the work buffers; even, so every stream keeps int64 alignment."""
     floats = 6 + (spec.input_size if n_pre else 0) + buffers * wide
@@ -105,7 +105,7 @@ def pack_layers(spec, cursor, header_words: np.ndarray, release_source=None) -> 
     n_pre = len(spec.pre)
     n_post = len(layers) - n_pre
     buffers = 2 if max(n_pre, n_post) >= 2 else 1
-    floats = step_scratch(spec, n_pre, n_post, wide, buffers)
+    floats = step_scratch(spec, n_pre, wide, buffers)
     header_words[[W_LAYER_TABLE, W_PRE, W_POST, W_WIDE, W_BUFFERS, W_STEP_FLOATS]] = (
         table_at, n_pre, n_post, wide, buffers, floats)
     return floats

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import threads
 from .engine import _F32, Engine, _as_float32
 from .errors import InputError
-from .kernels.entry import OP_HEAD, OP_INPUT, OP_STEP, kernel
+from .kernels.entry import OP_HEAD, OP_INPUT, OP_STEP
 from .kernels.model import BAD_TOKEN, DONE
 from .layers import Linear
 from .plan_layers import table_layers
 from .state import State, check_state
-from .threads import TWO_INSIDE, _budget, _callers
 
 _I64 = np.dtype(np.int64)
 _NO_X = np.zeros(1, np.float32)  # x of a token model's step (its ids travel in the lens argument)
@@ -40,10 +38,10 @@ class ModelEngine(Engine):
         super().__init__(spec, **kwargs)
         self._select = spec.post[0] if spec.selects_last else None  # a SelectLast (run() only), or None
         self._tokens = spec.vocab_size is not None
-        self._has_pre, self._has_head = bool(spec.pre), len(table_layers(spec)) > len(spec.pre)
+        head = table_layers(spec)[len(spec.pre):]  # the layers after the LSTM the kernels run
+        self._has_pre, self._has_head = bool(spec.pre), bool(head)
         # A step's phases are the LSTM's layers and, when big, the head's first Linear (kernels/model.py): a
         # team pays when the largest of them reaches the crossover.
-        head = table_layers(spec)[len(spec.pre):]
         if head and isinstance(head[0], Linear):
             self._step_work = max(self._step_work, head[0].in_features * head[0].out_features)
         self._out_shapes = {1: (self.out_features,), 2: (1, self.out_features)}
@@ -148,27 +146,8 @@ class ModelEngine(Engine):
                 x, single = (x_t, True) if x_t.ndim == 1 else (x_t.reshape(-1), False)
             else:
                 return self._step_checked(x_t, state, out)
-            if out is None:
-                y = np.empty(self._out_shapes[1], np.float32) if single else np.empty((B, self.out_features),
-                                                                                     np.float32)
-            elif type(out) is np.ndarray and out.dtype is _F32 and out.flags.c_contiguous and out.flags.writeable:
-                y = out
-            else:
-                return self._step_checked(x_t, state, out)
-            team = self._team_for(B * self._step_work, "step") if _budget[0] > 1 else 1
-            args = (OP_STEP, self._wbuf, self._variant, x, y if y.ndim == 1 else y.reshape(-1), state._buf, ids,
-                    self._ctl, 1, B, 0, team)
-            if not self._compiled:
-                done = self._first_call(*args)
-            else:
-                _callers.append(None)
-                if len(_callers) >= TWO_INSIDE:
-                    threads.contended()
-                try:
-                    done = kernel(*args)
-                finally:
-                    _callers.pop()
-            if done:
+            y = self._fast_step(x, ids, state, B, self._out_shapes[1] if single else (B, self.out_features), out)
+            if y is not None:
                 return y
         return self._step_checked(x_t, state, out)
 

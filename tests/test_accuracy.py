@@ -53,14 +53,20 @@ def _model_and_input(H: int, kind: str, seed: int = 0):
     return lstm, x
 
 
-def _distances(H: int, kind: str) -> dict[str, float]:
-    """Max abs distance of each float32 runtime's output y (T, 2H) to the float64 run."""
-    lstm, x = _model_and_input(H, kind)
+def float64_torch_and_ours(lstm, x: np.ndarray):
+    """(y64, y_torch, spec, y_ours): the same weights on x run by PyTorch in float64 and float32, and by
+    fastlstm (spec converted from the module). tools/sum_order.py uses this too."""
     with torch.no_grad():
         y64 = copy.deepcopy(lstm).double()(torch.from_numpy(x).double())[0].numpy()
         y_torch = lstm(torch.from_numpy(x))[0].numpy()
     spec = converters.from_torch(lstm)
-    y_ours = fastlstm.Engine(spec).run(x)[0]
+    return y64, y_torch, spec, fastlstm.Engine(spec).run(x)[0]
+
+
+def _distances(H: int, kind: str) -> dict[str, float]:
+    """Max abs distance of each float32 runtime's output y (T, 2H) to the float64 run."""
+    lstm, x = _model_and_input(H, kind)
+    y64, y_torch, spec, y_ours = float64_torch_and_ours(lstm, x)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(to_onnx(spec).SerializeToString(), opts, providers=["CPUExecutionProvider"])

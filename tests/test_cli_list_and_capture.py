@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from payloads import OpenPayload
 from safetensors.torch import save_file
 from specs import random_spec
 
@@ -217,16 +218,12 @@ def test_library_output_on_descriptor_2_is_held_back(tmp_path, capfd, monkeypatc
 
 
 def test_malicious_torchscript_through_the_cli_runs_nothing(tmp_path):
-    class OpenPayload:
-        def __reduce__(self):
-            return (open, (str(tmp_path / "payload_ran"), "w"))
-
     src = tmp_path / "evil.pt"
     torch.jit.save(torch.jit.script(torch.nn.LSTM(3, 4)), str(src))
     with zipfile.ZipFile(src) as z:
         entries = {n: z.read(n) for n in z.namelist()}
     root = next(iter(entries)).split("/")[0]
-    entries[f"{root}/data.pkl"] = pickle.dumps(OpenPayload(), protocol=2)
+    entries[f"{root}/data.pkl"] = pickle.dumps(OpenPayload(str(tmp_path / "payload_ran")), protocol=2)
     with zipfile.ZipFile(src, "w") as z:
         for name, raw in entries.items():
             z.writestr(name, raw)

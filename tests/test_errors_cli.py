@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import struct
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx_models import lstm_weights
+from payloads import OpenPayload, live_payload
 from specs import random_spec
 
 import converters
@@ -24,15 +24,6 @@ from fastlstm import cli
 torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[1]
 
-
-class OpenPayload:
-    """Unpickling this creates `marker` (builtin open): proof of whether pickled code ran."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def run_cli(capsys, *argv):
@@ -251,11 +242,7 @@ def _fastlstm(*argv, cwd):
 
 
 def test_malicious_pt_through_the_cli_runs_nothing(tmp_path):
-    marker = tmp_path / "payload_ran"
-    payload = OpenPayload(str(marker))
-    pickle.loads(pickle.dumps(payload)).close()  # control: the payload is live
-    assert marker.exists()
-    marker.unlink()
+    payload, marker = live_payload(tmp_path)  # checked live under plain pickle
     src = tmp_path / "evil.pt"
     torch.save({"state_dict": {"weight_ih_l0": torch.zeros(16, 3)}, "x": payload}, src)
     out = tmp_path / "out"

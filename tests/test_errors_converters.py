@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from onnx import AttributeProto, helper, numpy_helper
 from onnx_models import make_lstm_model
+from payloads import live_payload
 from specs import random_spec
 
 import converters
@@ -18,15 +19,6 @@ from fastlstm import ConversionError, FastLSTMError
 
 torch = pytest.importorskip("torch")
 
-
-class OpenPayload:
-    """Unpickling this creates `marker` with the builtin open(): no import of any test module needed."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 @pytest.fixture()
@@ -138,11 +130,7 @@ def test_onnx_corrupt_names_are_not_a_crash(onnx_bytes):
 
 @pytest.mark.parametrize("how", ["zip", "legacy", "raw_pickle", "nested"])
 def test_malicious_pt_is_refused_and_never_executed(tmp_path, how):
-    marker = tmp_path / "payload_ran"
-    payload = OpenPayload(str(marker))
-    pickle.loads(pickle.dumps(payload)).close()  # control: the payload is live under plain pickle
-    assert marker.exists()
-    marker.unlink()
+    payload, marker = live_payload(tmp_path)  # checked live under plain pickle
 
     path = tmp_path / "evil.pt"
     if how == "zip":

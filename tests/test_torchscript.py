@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from payloads import live_payload
 from torch_models import CONFIGS, TOL, Config, make_inputs, make_lstm, rel_err, run_torch
 
 import converters
@@ -27,15 +28,6 @@ from fastlstm import ConversionError
 
 SILERO = Path(os.path.dirname(__import__("silero_vad").__file__)) / "data"
 
-
-class OpenPayload:
-    """Unpickling this creates `marker` with the builtin open(): proof of whether pickled code ran."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 @pytest.fixture(autouse=True)
@@ -260,11 +252,7 @@ def test_lying_tensor_records_are_refused(tmp_path, record, storage, match):
 
 @pytest.mark.parametrize("how", ["root", "attribute", "in_list", "restore_type_tag"])
 def test_malicious_archive_is_refused_and_runs_nothing(tmp_path, how):
-    marker = tmp_path / "payload_ran"
-    payload = OpenPayload(str(marker))
-    pickle.loads(pickle.dumps(payload)).close()  # control: the payload is live under plain pickle
-    assert marker.exists()
-    marker.unlink()
+    payload, marker = live_payload(tmp_path)  # checked live under plain pickle
     real = tmp_path / "real.pt"
     torch.jit.save(torch.jit.script(torch.nn.LSTM(3, 4)), str(real))
     with zipfile.ZipFile(real) as z:

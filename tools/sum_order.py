@@ -96,28 +96,18 @@ def emulate(spec, x: np.ndarray, zero_start: bool = False, piece: int = 1 << 30)
 
 
 if __name__ == "__main__":
-    import copy
     import sys
     from pathlib import Path
 
-    import torch
-
-    import converters
-    import fastlstm
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_accuracy import _model_and_input
+    from test_accuracy import _model_and_input, float64_torch_and_ours
 
     orders = [("chain", False, 1 << 30), ("zero-start", True, 1 << 30), ("zero-start, piece 128", True, 128)]
     print(f"{'case':14s} {'torch':>9s} {'engine':>9s} " + " ".join(f"{name:>23s}" for name, _, _ in orders))
     for H in (25, 100, 512):
         for kind in ("onehot", "normal"):
             lstm, x = _model_and_input(H, kind)
-            with torch.no_grad():
-                y64 = copy.deepcopy(lstm).double()(torch.from_numpy(x).double())[0].numpy()
-                y_torch = lstm(torch.from_numpy(x))[0].numpy()
-            spec = converters.from_torch(lstm)
-            y_engine = fastlstm.Engine(spec).run(x)[0]
+            y64, y_torch, spec, y_engine = float64_torch_and_ours(lstm, x)
             row = [f"H={H:<4d} {kind:7s}"]
             for y in (y_torch, y_engine):
                 row.append(f"{np.abs(y - y64).max():9.2e}")

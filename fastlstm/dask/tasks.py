@@ -8,6 +8,7 @@ same time each run their kernel calls on their own thread: threads.py) and run t
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 import numpy as np
@@ -24,24 +25,22 @@ def use_threads(threads: int) -> None:
     process also keeps run()'s work buffers in the heap (keep_work_buffers)."""
     from ..threads import MAX_THREADS
 
-    if not _malloc_tuned:
-        keep_work_buffers()
+    keep_work_buffers()
     set_num_threads(min(threads, MAX_THREADS))
 
 
-_malloc_tuned: list = []  # non-empty once keep_work_buffers ran in this process
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 TRIM_THRESHOLD = 128 << 20
 
 
+@functools.cache  # once per process
 def keep_work_buffers() -> None:
     """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, and setting it also fixes glibc's mmap
     threshold at 128 KiB: every run() call's work buffer (T * B * 4H floats: 26 MB at T = 200, B = 32, H = 256)
     is then a fresh mapping whose pages fault in again on every call, and a worker scored 25-30% slower than
     the same loop in a plain process (AMD EPYC Zen 3, bench/dask_scaling.py). Buffers up to 32 MiB come from
     the heap again after this, and up to 128 MiB of freed heap stays mapped between tasks."""
-    _malloc_tuned.append(True)
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
